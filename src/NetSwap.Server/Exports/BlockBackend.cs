@@ -1,0 +1,27 @@
+namespace NetSwap.Server.Exports;
+
+/// <summary>
+/// What one transmission phase reads and writes. Every operation returns 0 or a Linux errno (a value, not an
+/// exception: a failed request is an NBD error reply, never the end of a connection).
+/// Implementations are safe for concurrent calls: requests of one connection run in parallel.
+/// </summary>
+internal abstract class BlockBackend : IDisposable
+{
+    public abstract long Size { get; }
+    public abstract bool IsReadOnly { get; }
+    /// <summary>Every connection sees the same data and a flush on one covers writes made through another.</summary>
+    public abstract bool CanMultiConn { get; }
+
+    public abstract int Read(long offset, Span<byte> destination);
+    public abstract int Write(long offset, ReadOnlySpan<byte> data, bool fua);
+    public abstract int Flush();
+    public abstract int Trim(long offset, long length, bool fua);
+    /// <summary>With <paramref name="fast"/>, returns EOPNOTSUPP instead of writing zeros the slow way (NBD_CMD_FLAG_FAST_ZERO).</summary>
+    public abstract int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua);
+    public abstract void Cache(long offset, long length);
+
+    /// <summary>For structured reads: whether [offset, ..) starts a hole and where that extent ends. False: unknown, treat as data.</summary>
+    public abstract bool TryGetExtent(long offset, long limit, out bool isHole, out long extentEnd);
+
+    public abstract void Dispose();
+}

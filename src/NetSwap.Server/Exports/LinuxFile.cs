@@ -1,0 +1,156 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace NetSwap.Server.Exports;
+
+/// <summary>
+/// The few Linux file calls .NET does not expose with errno intact. Every method returns 0 or a positive errno;
+/// callers map it to an NBD error and log the errno itself.
+/// </summary>
+internal static partial class LinuxFile
+{
+    public const int EPERM = 1;
+    public const int EIO = 5;
+    public const int EBADF = 9;
+    public const int EINVAL = 22;
+    public const int EFBIG = 27;
+    public const int ENOSPC = 28;
+    public const int EROFS = 30;
+    public const int ENXIO = 6;
+    public const int EOPNOTSUPP = 95;
+    public const int EDQUOT = 122;
+    public const int EINTR = 4;
+    public const int ENODEV = 19;
+
+    public const int FallocKeepSize = 0x01;
+    public const int FallocPunchHole = 0x02;
+    public const int FallocZeroRange = 0x10;
+
+    private const int SeekEnd = 2;
+    private const int SeekData = 3;
+    private const int SeekHole = 4;
+    private const int PosixFadvWillNeed = 3;
+
+    [LibraryImport("libc", EntryPoint = "pread64", SetLastError = true)]
+    private static unsafe partial nint PRead(SafeFileHandle fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "pwrite64", SetLastError = true)]
+    private static unsafe partial nint PWrite(SafeFileHandle fd, byte* buffer, nuint count, long offset);
+
+    [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
+    private static partial int FDataSync(SafeFileHandle fd);
+
+    [LibraryImport("libc", EntryPoint = "fallocate64", SetLastError = true)]
+    private static partial int FAllocate(SafeFileHandle fd, int mode, long offset, long length);
+
+    [LibraryImport("libc", EntryPoint = "lseek64", SetLastError = true)]
+    private static partial long LSeek(SafeFileHandle fd, long offset, int whence);
+
+    [LibraryImport("libc", EntryPoint = "posix_fadvise64")]
+    private static partial int PosixFAdvise(SafeFileHandle fd, long offset, long length, int advice);
+
+    /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes; a read past the end of file is zeros (a short file).</summary>
+    public static unsafe int ReadExactly(SafeFileHandle fd, Span<byte> buffer, long offset)
+    {
+        fixed (byte* start = buffer)
+        {
+            var done = 0;
+            while (done < buffer.Length)
+            {
+                var n = PRead(fd, start + done, (nuint)(buffer.Length - done), offset + done);
+                if (n < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+                    return errno;
+                }
+                if (n == 0)
+                {
+                    // The file shrank under us: what lies beyond its end reads as zeros, never as stale buffer bytes.
+                    buffer[done..].Clear();
+                    return 0;
+                }
+                done += (int)n;
+            }
+            return 0;
+        }
+    }
+
+    public static unsafe int WriteExactly(SafeFileHandle fd, ReadOnlySpan<byte> data, long offset)
+    {
+        fixed (byte* start = data)
+        {
+            var done = 0;
+            while (done < data.Length)
+            {
+                var n = PWrite(fd, start + done, (nuint)(data.Length - done), offset + done);
+                if (n < 0)
+                {
+                    var errno = Marshal.GetLastPInvokeError();
+                    if (errno == EINTR)
+                    {
+                        continue;
+                    }
+                    return errno;
+                }
+                if (n == 0)
+                {
+                    return ENOSPC;
+                }
+                done += (int)n;
+            }
+            return 0;
+        }
+    }
+
+    public static int DataSync(SafeFileHandle fd) => FDataSync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
+    public static int Allocate(SafeFileHandle fd, int mode, long offset, long length) =>
+        FAllocate(fd, mode, offset, length) == 0 ? 0 : Marshal.GetLastPInvokeError();
+
+    public static void AdviseWillNeed(SafeFileHandle fd, long offset, long length) => _ = PosixFAdvise(fd, offset, length, PosixFadvWillNeed);
+
+    /// <summary>Size of a regular file or a block device alike.</summary>
+    public static long SizeOf(SafeFileHandle fd)
+    {
+        var end = LSeek(fd, 0, SeekEnd);
+        return end < 0 ? throw new IOException($"cannot determine size (errno {Marshal.GetLastPInvokeError()})") : end;
+    }
+
+    /// <summary>
+    /// Where the extent containing <paramref name="offset"/> ends (at most <paramref name="limit"/>), and whether it is a hole.
+    /// Returns false when the file system cannot tell; callers then treat everything as data.
+    /// </summary>
+    public static bool TryGetExtent(SafeFileHandle fd, long offset, long limit, out bool isHole, out long extentEnd)
+    {
+        isHole = false;
+        extentEnd = limit;
+        var data = LSeek(fd, offset, SeekData);
+        if (data < 0)
+        {
+            // ENXIO: no data at or after offset: the rest of the file is a hole.
+            if (Marshal.GetLastPInvokeError() == ENXIO)
+            {
+                isHole = true;
+                return true;
+            }
+            return false;
+        }
+        if (data > offset)
+        {
+            isHole = true;
+            extentEnd = Math.Min(data, limit);
+            return true;
+        }
+        var hole = LSeek(fd, offset, SeekHole);
+        if (hole < 0)
+        {
+            return false;
+        }
+        extentEnd = Math.Min(hole, limit);
+        return true;
+    }
+}

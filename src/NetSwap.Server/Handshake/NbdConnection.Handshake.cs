@@ -1,0 +1,275 @@
+using System.Buffers;
+using NetSwap.Protocol.Nbd;
+using NetSwap.Server.Exports;
+
+namespace NetSwap.Server.Hosting;
+
+/// <summary>What option haggling agreed on: the export, its backend and how replies are framed.</summary>
+internal readonly record struct NegotiatedSession(ExportOffer Offer, BlockBackend Backend, NbdTransmissionFlags Flags, bool StructuredReplies);
+
+/// <summary>The fixed newstyle handshake (spec, "Fixed newstyle negotiation" and "Option types").</summary>
+internal sealed partial class NbdConnection
+{
+    private const NbdHandshakeFlags ServerHandshakeFlags = NbdHandshakeFlags.FixedNewstyle | NbdHandshakeFlags.NoZeroes;
+    private const NbdClientFlags KnownClientFlags = NbdClientFlags.FixedNewstyle | NbdClientFlags.NoZeroes;
+
+    private bool _noZeroes;
+    private bool _structuredReplies;
+
+    /// <summary>Runs option haggling under the handshake deadline. Null: the client left, was refused, or broke the rules.</summary>
+    private async Task<NegotiatedSession?> HandshakeAsync()
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
+        deadline.CancelAfter(_context.Options.HandshakeTimeout);
+        try
+        {
+            return await NegotiateAsync(deadline.Token);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !_abort.IsCancellationRequested)
+        {
+            _closeReason = "handshake timeout";
+            ConnectionLog.HandshakeTimedOut(_logger, Id, Client, _context.Options.HandshakeTimeout);
+            return null;
+        }
+    }
+
+    private async Task<NegotiatedSession?> NegotiateAsync(CancellationToken cancellationToken)
+    {
+        var small = new byte[32];
+        new NbdNewstyleGreeting(ServerHandshakeFlags).Write(small);
+        await _stream.WriteAsync(small.AsMemory(0, NbdNewstyleGreeting.Size), cancellationToken);
+
+        if (!await _reader.TryReadExactlyAsync(small.AsMemory(0, 4), cancellationToken))
+        {
+            return Refuse("client closed before sending its flags");
+        }
+        var clientFlags = (NbdClientFlags)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(small);
+        if ((clientFlags & ~KnownClientFlags) != 0)
+        {
+            // The server MUST drop the connection on unknown client flags (spec, "Client flags").
+            return Refuse($"unknown client flags 0x{(uint)clientFlags:x8}");
+        }
+        _noZeroes = (clientFlags & NbdClientFlags.NoZeroes) != 0;
+
+        for (var count = 1; ; count++)
+        {
+            if (!await _reader.TryReadExactlyAsync(small.AsMemory(0, NbdOptionHeader.Size), cancellationToken))
+            {
+                _closeReason = "client left during option haggling";
+                return null;
+            }
+            NbdOptionHeader.TryRead(small, out var option);
+            if (count > Protocol.Nbd.NbdLimits.MaxOptionCount)
+            {
+                return Refuse($"more than {NbdLimits.MaxOptionCount} options");
+            }
+            if (option.Length > NbdLimits.MaxOptionLength
+                || (option.Option == NbdOption.ExportName && option.Length > NbdLimits.MaxStringLength))
+            {
+                return Refuse($"option {option.Option} with {option.Length} bytes of data exceeds the limit");
+            }
+            // Bounded by the checks above; returned (cleared) before the next option.
+            var data = ArrayPool<byte>.Shared.Rent((int)option.Length);
+            try
+            {
+                var payload = data.AsMemory(0, (int)option.Length);
+                await _reader.ReadExactlyAsync(payload, cancellationToken);
+                var outcome = await HandleOptionAsync(option, payload, cancellationToken);
+                if (outcome.Finished)
+                {
+                    return outcome.Session;
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(data, clearArray: true);
+            }
+        }
+    }
+
+    private readonly record struct OptionOutcome(bool Finished, NegotiatedSession? Session)
+    {
+        public static OptionOutcome Continue => new(false, null);
+        public static OptionOutcome End => new(true, null);
+        public static OptionOutcome Enter(NegotiatedSession session) => new(true, session);
+    }
+
+    private async ValueTask<OptionOutcome> HandleOptionAsync(NbdOptionHeader option, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (_context.ShuttingDown && option.Option != NbdOption.Abort)
+        {
+            if (option.Option == NbdOption.ExportName)
+            {
+                Refuse("server shutting down");
+                return OptionOutcome.End;
+            }
+            await ReplyAsync(option, NbdOptionReplyType.ErrShutdown, "server is shutting down", cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        switch (option.Option)
+        {
+            case NbdOption.ExportName:
+                return await ExportNameAsync(data, cancellationToken);
+            case NbdOption.Abort:
+                // The client may already have closed; a failed ACK is not an error (spec, NBD_OPT_ABORT).
+                try
+                {
+                    await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+                }
+                catch (IOException)
+                {
+                }
+                _closeReason = "client aborted the handshake";
+                return OptionOutcome.End;
+            case NbdOption.List:
+                await ListAsync(option, cancellationToken);
+                return OptionOutcome.Continue;
+            case NbdOption.StartTls:
+                await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "TLS is not configured on this server", cancellationToken);
+                return OptionOutcome.Continue;
+            case NbdOption.Info or NbdOption.Go:
+                return await InfoOrGoAsync(option, data, cancellationToken);
+            case NbdOption.StructuredReply:
+                if (option.Length != 0)
+                {
+                    await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", cancellationToken);
+                    return OptionOutcome.Continue;
+                }
+                _structuredReplies = true;
+                await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+                return OptionOutcome.Continue;
+            default:
+                await ReplyAsync(option, NbdOptionReplyType.ErrUnsup, $"option {(uint)option.Option} is not supported", cancellationToken);
+                return OptionOutcome.Continue;
+        }
+    }
+
+    private async ValueTask ListAsync(NbdOptionHeader option, CancellationToken cancellationToken)
+    {
+        if (option.Length != 0)
+        {
+            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken);
+            return;
+        }
+        foreach (var export in _context.Exports.List(Info))
+        {
+            var payload = new byte[NbdServerReply.Size(export.Name, null)];
+            NbdServerReply.Write(payload, export.Name, null);
+            await SendOptionReplyAsync(option.Option, NbdOptionReplyType.Server, payload, cancellationToken);
+        }
+        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        ConnectionLog.ExportsListed(_logger, Id, Client);
+    }
+
+    private async ValueTask<OptionOutcome> InfoOrGoAsync(NbdOptionHeader option, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (!NbdInfoRequest.TryParse(data.Span, out var request, out var problem))
+        {
+            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        var lookup = _context.Exports.Lookup(request.Name, Info);
+        if (lookup.Succeeded && option.Option == NbdOption.Go)
+        {
+            // Only now, with the client admitted and its export chosen, is anything allocated for it.
+            lookup = lookup.Offer!.Attach();
+        }
+        if (!lookup.Succeeded)
+        {
+            ConnectionLog.ExportRefused(_logger, Id, Client, request.Name, lookup.Error, lookup.Message ?? "");
+            await ReplyAsync(option, lookup.Error, lookup.Message, cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        var offer = lookup.Offer!;
+        var flags = offer.TransmissionFlags(_structuredReplies);
+        await SendInfoAsync(option.Option, offer, flags, request.Requests, cancellationToken);
+        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        if (option.Option == NbdOption.Info)
+        {
+            return OptionOutcome.Continue;
+        }
+        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend!.Size, flags, _structuredReplies);
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies));
+    }
+
+    private async ValueTask SendInfoAsync(NbdOption option, ExportOffer offer, NbdTransmissionFlags flags, NbdInfoType[] requested, CancellationToken cancellationToken)
+    {
+        var buffer = new byte[NbdInfoReply.StringSize(offer.Name) + NbdInfoReply.StringSize(offer.Description ?? "") + 64];
+        var n = NbdInfoReply.WriteExport(buffer, (ulong)offer.Size, flags);
+        await SendOptionReplyAsync(option, NbdOptionReplyType.Info, buffer.AsMemory(0, n), cancellationToken);
+        // Block size is sent whether asked or not: our minimum of 1 constrains no client.
+        n = NbdInfoReply.WriteBlockSize(buffer, NbdLimits.MinimumBlockSize, NbdLimits.PreferredBlockSize, NbdLimits.MaximumBlockSize);
+        await SendOptionReplyAsync(option, NbdOptionReplyType.Info, buffer.AsMemory(0, n), cancellationToken);
+        if (requested.Contains(NbdInfoType.Name))
+        {
+            n = NbdInfoReply.WriteString(buffer, NbdInfoType.Name, offer.Name);
+            await SendOptionReplyAsync(option, NbdOptionReplyType.Info, buffer.AsMemory(0, n), cancellationToken);
+        }
+        if (requested.Contains(NbdInfoType.Description) && offer.Description is not null)
+        {
+            n = NbdInfoReply.WriteString(buffer, NbdInfoType.Description, offer.Description);
+            await SendOptionReplyAsync(option, NbdOptionReplyType.Info, buffer.AsMemory(0, n), cancellationToken);
+        }
+    }
+
+    private async ValueTask<OptionOutcome> ExportNameAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (!NbdStrings.TryDecode(data.Span, out var name))
+        {
+            Refuse("NBD_OPT_EXPORT_NAME with an invalid name");
+            return OptionOutcome.End;
+        }
+        var lookup = _context.Exports.Lookup(name, Info);
+        if (lookup.Succeeded)
+        {
+            lookup = lookup.Offer!.Attach();
+        }
+        if (!lookup.Succeeded)
+        {
+            // NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says to terminate the session.
+            ConnectionLog.ExportRefused(_logger, Id, Client, name, lookup.Error, lookup.Message ?? "");
+            _closeReason = "export refused";
+            return OptionOutcome.End;
+        }
+        var offer = lookup.Offer!;
+        var flags = offer.TransmissionFlags(structuredReplies: _structuredReplies);
+        var reply = new byte[NbdExportNameReply.FullSize];
+        var n = new NbdExportNameReply((ulong)lookup.Backend!.Size, flags).Write(reply, _noZeroes);
+        try
+        {
+            await _stream.WriteAsync(reply.AsMemory(0, n), cancellationToken);
+        }
+        catch
+        {
+            lookup.Backend.Dispose();
+            throw;
+        }
+        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend.Size, flags, _structuredReplies);
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies));
+    }
+
+    private ValueTask ReplyAsync(NbdOptionHeader option, NbdOptionReplyType type, string? message, CancellationToken cancellationToken)
+    {
+        ConnectionLog.OptionAnswered(_logger, Id, Client, option.Option, option.Length, type);
+        if (message is null)
+        {
+            return SendOptionReplyAsync(option.Option, type, default, cancellationToken);
+        }
+        return SendOptionReplyAsync(option.Option, type, System.Text.Encoding.UTF8.GetBytes(NbdStrings.Truncate(message)), cancellationToken);
+    }
+
+    private async ValueTask SendOptionReplyAsync(NbdOption option, NbdOptionReplyType type, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        var message = new byte[NbdOptionReplyHeader.Size + payload.Length];
+        new NbdOptionReplyHeader(option, type, (uint)payload.Length).Write(message);
+        payload.Span.CopyTo(message.AsSpan(NbdOptionReplyHeader.Size));
+        await _stream.WriteAsync(message, cancellationToken);
+    }
+
+    private NegotiatedSession? Refuse(string reason)
+    {
+        _closeReason = "handshake refused";
+        ConnectionLog.HandshakeFailed(_logger, Id, Client, reason);
+        return null;
+    }
+}

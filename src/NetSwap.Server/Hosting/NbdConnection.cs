@@ -1,0 +1,109 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging;
+using NetSwap.Protocol.Nbd;
+using NetSwap.Server.Exports;
+using NetSwap.Server.Transmission;
+using NetSwap.Server.Transport;
+
+namespace NetSwap.Server.Hosting;
+
+/// <summary>
+/// One client, from accept to close, over any duplex stream (TCP, TLS, inetd stdin, an in-memory pipe).
+/// The handshake is in NbdConnection.Handshake.cs, the transmission phase in NbdConnection.Transmission.cs.
+/// </summary>
+internal sealed partial class NbdConnection : IAsyncDisposable
+{
+    private readonly NbdServerContext _context;
+    private readonly ILogger _logger;
+    private readonly Stream _stream;
+    private readonly NbdStreamReader _reader;
+    private readonly ReplyWriter _writer;
+    // Cancelled to cut the connection: shutdown timeout, a failed write, a fatal read error.
+    private readonly CancellationTokenSource _abort = new();
+    private readonly long _startTimestamp = Stopwatch.GetTimestamp();
+    private string _closeReason = "client closed the connection";
+
+    public NbdConnection(NbdServerContext context, Stream stream, string remoteAddress)
+    {
+        _context = context;
+        _logger = context.Logger;
+        _stream = stream;
+        _reader = new NbdStreamReader(stream);
+        _writer = new ReplyWriter(stream);
+        Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress);
+    }
+
+    public ConnectionInfo Info { get; }
+    public long Id => Info.Id;
+    public string Client => Info.RemoteAddress;
+
+    public async Task RunAsync()
+    {
+        ConnectionLog.Connected(_logger, Id, Client);
+        BlockBackend? backend = null;
+        try
+        {
+            var negotiated = await HandshakeAsync();
+            if (negotiated is { } session)
+            {
+                backend = session.Backend;
+                await TransmissionAsync(session);
+            }
+        }
+        catch (NbdProtocolException e)
+        {
+            _closeReason = "protocol violation";
+            ConnectionLog.ProtocolViolation(_logger, Id, Client, e.Message);
+        }
+        catch (Exception e) when (IsConnectionError(e))
+        {
+            _closeReason = _abort.IsCancellationRequested ? _closeReason : "connection lost";
+            ConnectionLog.ConnectionError(_logger, Id, Client, e.Message);
+        }
+        catch (Exception e)
+        {
+            _closeReason = "internal error";
+            ConnectionLog.UnexpectedFailure(_logger, e, Id, Client);
+        }
+        finally
+        {
+            await _abort.CancelAsync();
+            await WhenIdleAsync();
+            backend?.Dispose();
+            await _stream.DisposeAsync();
+            _reader.Dispose();
+            ConnectionLog.Closed(_logger, Id, Client, Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds, _closeReason, BytesRead, BytesWritten);
+        }
+    }
+
+    /// <summary>Cuts the connection now (server shutdown after its timeout).</summary>
+    public void Abort(string reason)
+    {
+        _closeReason = reason;
+        try
+        {
+            _abort.Cancel();
+            // Closing the stream wakes a read that does not observe cancellation (some streams do not).
+            _stream.Dispose();
+        }
+        catch (ObjectDisposedException)
+        {
+        }
+    }
+
+    /// <summary>Socket resets, closed streams and cancellations after an abort are normal ends, not failures.</summary>
+    private bool IsConnectionError(Exception e) => e switch
+    {
+        IOException or SocketException or ObjectDisposedException => true,
+        OperationCanceledException => _abort.IsCancellationRequested,
+        _ => false,
+    };
+
+    public async ValueTask DisposeAsync()
+    {
+        _abort.Dispose();
+        _writer.Dispose();
+        await _stream.DisposeAsync();
+    }
+}

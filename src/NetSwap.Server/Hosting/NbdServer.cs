@@ -1,0 +1,154 @@
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using NetSwap.Server.Transport;
+
+namespace NetSwap.Server.Hosting;
+
+/// <summary>
+/// Accepts connections on any number of listening sockets (bound here or passed by systemd) or serves one already
+/// connected socket (inetd), and shuts down as the spec asks: no new connections, requests in flight finished, later
+/// requests answered ESHUTDOWN, then every connection closed.
+/// </summary>
+internal sealed class NbdServer : IAsyncDisposable
+{
+    private readonly NbdServerContext _context;
+    private readonly List<Socket> _listeners = [];
+    private readonly List<Task> _acceptLoops = [];
+    private readonly ConcurrentDictionary<long, (NbdConnection Connection, Task Task)> _connections = new();
+    private readonly CancellationTokenSource _stopAccepting = new();
+
+    public NbdServer(NbdServerContext context) => _context = context;
+
+    public NbdServerContext Context => _context;
+    public int ConnectionCount => _connections.Count;
+    public IReadOnlyList<Socket> Listeners => _listeners;
+
+    public void StartListening(Socket listener)
+    {
+        _listeners.Add(listener);
+        ServerLog.Listening(_context.Logger, SocketSetup.Describe(listener.LocalEndPoint));
+        _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener)));
+    }
+
+    private async Task AcceptLoopAsync(Socket listener)
+    {
+        var endpoint = SocketSetup.Describe(listener.LocalEndPoint);
+        var delay = 0;
+        while (!_stopAccepting.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await listener.AcceptAsync(_stopAccepting.Token);
+                delay = 0;
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            catch (ObjectDisposedException)
+            {
+                return;
+            }
+            catch (SocketException e) when (SocketSetup.IsConnectionReset(e.SocketErrorCode))
+            {
+                // The client gave up while queued: nothing to do.
+                continue;
+            }
+            catch (SocketException e)
+            {
+                // Out of descriptors or memory: back off (10 ms doubling to 1 s) rather than spin (Garnet's HandleAcceptError).
+                delay = delay == 0 ? 10 : Math.Min(delay * 2, 1000);
+                ServerLog.AcceptFailed(_context.Logger, endpoint, e.Message, delay);
+                try
+                {
+                    await Task.Delay(delay, _stopAccepting.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                continue;
+            }
+            _ = Serve(socket);
+        }
+    }
+
+    /// <summary>Serves one connected socket: accepted here, or handed over by inetd.</summary>
+    public Task Serve(Socket socket)
+    {
+        string remote;
+        try
+        {
+            SocketSetup.TuneAccepted(socket, _context.Options.Tcp);
+            remote = SocketSetup.Describe(socket.RemoteEndPoint);
+        }
+        catch (SocketException)
+        {
+            // Reset between accept and setup.
+            socket.Dispose();
+            return Task.CompletedTask;
+        }
+        return Serve(new NetworkStream(socket, ownsSocket: true), remote);
+    }
+
+    /// <summary>Serves one connection over any duplex stream.</summary>
+    public Task Serve(Stream stream, string remote)
+    {
+        var connection = new NbdConnection(_context, stream, remote);
+        var started = new TaskCompletionSource();
+        var task = RunAsync(connection, started.Task);
+        _connections[connection.Id] = (connection, task);
+        started.SetResult();
+        return task;
+    }
+
+    private async Task RunAsync(NbdConnection connection, Task registered)
+    {
+        await registered;
+        await Task.Yield();
+        try
+        {
+            await connection.RunAsync();
+        }
+        finally
+        {
+            _connections.TryRemove(connection.Id, out _);
+            await connection.DisposeAsync();
+        }
+    }
+
+    /// <summary>SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then close everything.</summary>
+    public async Task StopAsync()
+    {
+        if (_stopAccepting.IsCancellationRequested)
+        {
+            return;
+        }
+        _context.BeginShutdown();
+        await _stopAccepting.CancelAsync();
+        foreach (var listener in _listeners)
+        {
+            listener.Dispose();
+        }
+        await Task.WhenAll(_acceptLoops);
+        ServerLog.ShuttingDown(_context.Logger, _connections.Count, _context.Options.ShutdownTimeout);
+        var deadline = DateTime.UtcNow + _context.Options.ShutdownTimeout;
+        while (DateTime.UtcNow < deadline && _connections.Values.Any(c => c.Connection.HasRequestsInFlight))
+        {
+            await Task.Delay(20);
+        }
+        foreach (var (connection, _) in _connections.Values)
+        {
+            connection.Abort("server shut down");
+        }
+        await Task.WhenAll(_connections.Values.Select(c => c.Task));
+        ServerLog.Stopped(_context.Logger);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await StopAsync();
+        _stopAccepting.Dispose();
+    }
+}

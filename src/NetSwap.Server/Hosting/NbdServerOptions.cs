@@ -1,0 +1,26 @@
+namespace NetSwap.Server.Hosting;
+
+/// <summary>Limits of one server instance. Every value has a safe default and is logged at start.</summary>
+internal sealed class NbdServerOptions
+{
+    /// <summary>Time a client has from connect to the end of option haggling.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>Requests one connection may have in flight; further requests wait in the socket.</summary>
+    public int MaxRequestsInFlight { get; set; } = 64;
+    /// <summary>Payload buffer one connection may hold at once, however large its requests.</summary>
+    public int ConnectionBufferBytes { get; set; } = 1024 * 1024;
+    /// <summary>After SIGTERM, how long requests in flight may take before connections are cut.</summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    public TcpTuning Tcp { get; } = new();
+}
+
+/// <summary>TCP settings applied to every accepted socket, so a vanished peer surfaces as a socket error in bounded time.</summary>
+internal sealed class TcpTuning
+{
+    /// <summary>Idle time before the first keepalive probe.</summary>
+    public TimeSpan KeepAliveTime { get; set; } = TimeSpan.FromSeconds(30);
+    public TimeSpan KeepAliveInterval { get; set; } = TimeSpan.FromSeconds(10);
+    public int KeepAliveCount { get; set; } = 3;
+    /// <summary>TCP_USER_TIMEOUT: unacknowledged data older than this kills the connection (0: kernel default).</summary>
+    public TimeSpan UserTimeout { get; set; } = TimeSpan.FromSeconds(60);
+}

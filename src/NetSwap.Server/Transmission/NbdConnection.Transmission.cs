@@ -1,0 +1,462 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using NetSwap.Protocol.Nbd;
+using NetSwap.Server.Exports;
+using NetSwap.Server.Transmission;
+using NetSwap.Server.Transport;
+
+namespace NetSwap.Server.Hosting;
+
+/// <summary>
+/// The transmission phase: one receive loop parses, validates and dispatches requests; they execute in parallel and reply
+/// through the single <see cref="ReplyWriter"/>. Payload buffers come from a per-connection <see cref="ByteBudget"/>, so
+/// a connection holds at most Options.ConnectionBufferBytes of payload however large or many its requests are.
+/// </summary>
+internal sealed partial class NbdConnection
+{
+    /// <summary>Largest piece a request moves at once; larger requests are streamed through buffers of this size.</summary>
+    public const int ChunkSize = 256 * 1024;
+    /// <summary>Reads at least this long look for holes first, so sparse areas cost a 12-byte chunk instead of zeros.</summary>
+    private const int HoleDetectionThreshold = 64 * 1024;
+
+    private ByteBudget _budget = null!;
+    private SemaphoreSlim _slots = null!;
+    private NegotiatedSession _session;
+    // Requests accepted and not yet answered, plus one for the receive loop itself while it runs.
+    private int _pending = 1;
+    private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private long _bytesRead;
+    private long _bytesWritten;
+
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+    public long BytesWritten => Interlocked.Read(ref _bytesWritten);
+
+    /// <summary>Completes when nothing is in flight and the receive loop has ended (or never started).</summary>
+    public Task WhenIdleAsync() => _session.Backend is null ? Task.CompletedTask : _idle.Task;
+
+    /// <summary>True while requests are being executed; the server waits for these at shutdown.</summary>
+    public bool HasRequestsInFlight => Volatile.Read(ref _pending) > 1;
+
+    private async Task TransmissionAsync(NegotiatedSession session)
+    {
+        _session = session;
+        _budget = new ByteBudget(_context.Options.ConnectionBufferBytes);
+        _slots = new SemaphoreSlim(_context.Options.MaxRequestsInFlight);
+        var abort = _abort.Token;
+        var header = new byte[NbdRequest.Size];
+        var size = (ulong)session.Backend.Size;
+        var clean = false;
+        try
+        {
+            while (true)
+            {
+                if (!await _reader.TryReadExactlyAsync(header, abort))
+                {
+                    _closeReason = "client closed without NBD_CMD_DISC";
+                    clean = true;
+                    return;
+                }
+                NbdRequest.TryRead(header, out var request);
+                if (request.Command == NbdCommand.Disc)
+                {
+                    _closeReason = "client disconnected (NBD_CMD_DISC)";
+                    clean = true;
+                    return;
+                }
+                var (error, reason) = _context.ShuttingDown
+                    ? (NbdError.Shutdown, "server is shutting down")
+                    : RequestValidator.Validate(request, session.Flags, size, session.StructuredReplies);
+                if (error != NbdError.None)
+                {
+                    ConnectionLog.RequestInvalid(_logger, Id, Client, request.Command, request.Offset, request.Length, error, reason!);
+                    if (request.Command == NbdCommand.Write)
+                    {
+                        // Keep the stream in sync: the payload follows whether we want it or not.
+                        await _reader.SkipAsync(request.Length, abort);
+                    }
+                    await SendErrorAsync(request, error, reason!, abort);
+                    continue;
+                }
+                await _slots.WaitAsync(abort);
+                Interlocked.Increment(ref _pending);
+                if (request.Command == NbdCommand.Write)
+                {
+                    await ReceiveWriteAsync(request, abort);
+                }
+                else
+                {
+                    Dispatch(request, null);
+                }
+            }
+        }
+        finally
+        {
+            if (!clean)
+            {
+                // The stream is broken: requests still running cannot reply, so stop them rather than wait.
+                await _abort.CancelAsync();
+            }
+            // DISC: "the server MUST handle all outstanding requests" before closing.
+            EndPending();
+            await _idle.Task;
+        }
+    }
+
+    /// <summary>Reads a WRITE's payload. A payload up to one chunk is written in parallel; a larger one is streamed here.</summary>
+    private async ValueTask ReceiveWriteAsync(NbdRequest request, CancellationToken abort)
+    {
+        var length = (int)request.Length;
+        if (length <= ChunkSize)
+        {
+            var (buffer, reserved) = await RentAsync(length, abort);
+            try
+            {
+                await _reader.ReadExactlyAsync(buffer.AsMemory(0, length), abort);
+            }
+            catch
+            {
+                Return(buffer, reserved);
+                CompleteRequest();
+                throw;
+            }
+            Dispatch(request, (buffer, reserved));
+            return;
+        }
+        var (chunk, size) = await RentAsync(ChunkSize, abort);
+        var errno = 0;
+        try
+        {
+            for (var done = 0; done < length;)
+            {
+                var n = Math.Min(ChunkSize, length - done);
+                await _reader.ReadExactlyAsync(chunk.AsMemory(0, n), abort);
+                if (errno == 0)
+                {
+                    // FUA is applied once, after the last piece.
+                    errno = _session.Backend.Write((long)request.Offset + done, chunk.AsSpan(0, n), fua: false);
+                }
+                done += n;
+            }
+            if (errno == 0 && (request.Flags & NbdCommandFlags.Fua) != 0)
+            {
+                errno = _session.Backend.Flush();
+            }
+            if (errno == 0)
+            {
+                Interlocked.Add(ref _bytesWritten, length);
+            }
+            await ReplyAsync(request, errno, abort);
+        }
+        finally
+        {
+            Return(chunk, size);
+            CompleteRequest();
+        }
+    }
+
+    /// <summary>
+    /// Runs a request. The first request of an idle connection runs inline (lowest latency at queue depth 1); when
+    /// others are in flight it goes to the thread pool so slow storage does not stall the receive loop.
+    /// </summary>
+    private void Dispatch(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
+    {
+        if (Volatile.Read(ref _pending) <= 2)
+        {
+            _ = ExecuteAsync(request, payload);
+        }
+        else
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ExecuteAsync(state.Request, state.Payload), (Connection: this, Request: request, Payload: payload), preferLocal: false);
+        }
+    }
+
+    private async Task ExecuteAsync(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
+    {
+        var abort = _abort.Token;
+        try
+        {
+            var backend = _session.Backend;
+            var offset = (long)request.Offset;
+            var fua = (request.Flags & NbdCommandFlags.Fua) != 0;
+            int errno;
+            switch (request.Command)
+            {
+                case NbdCommand.Read:
+                    await ExecuteReadAsync(request, abort);
+                    return;
+                case NbdCommand.Write:
+                    errno = backend.Write(offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
+                    if (errno == 0)
+                    {
+                        Interlocked.Add(ref _bytesWritten, request.Length);
+                    }
+                    break;
+                case NbdCommand.Flush:
+                    errno = backend.Flush();
+                    break;
+                case NbdCommand.Trim:
+                    errno = backend.Trim(offset, request.Length, fua);
+                    break;
+                case NbdCommand.WriteZeroes:
+                    errno = backend.WriteZeroes(offset, request.Length,
+                        mayPunch: (request.Flags & NbdCommandFlags.NoHole) == 0,
+                        fast: (request.Flags & NbdCommandFlags.FastZero) != 0, fua);
+                    break;
+                case NbdCommand.Cache:
+                    backend.Cache(offset, request.Length);
+                    errno = 0;
+                    break;
+                default:
+                    errno = LinuxFile.EINVAL;
+                    break;
+            }
+            await ReplyAsync(request, errno, abort);
+        }
+        catch (Exception e) when (IsConnectionError(e))
+        {
+            // The reply could not be sent: the connection is gone; the receive loop will notice.
+            Abort("connection lost");
+        }
+        catch (Exception e)
+        {
+            ConnectionLog.UnexpectedFailure(_logger, e, Id, Client);
+            Abort("internal error");
+        }
+        finally
+        {
+            if (payload is var (buffer, reserved))
+            {
+                Return(buffer, reserved);
+            }
+            CompleteRequest();
+        }
+    }
+
+    private async ValueTask ExecuteReadAsync(NbdRequest request, CancellationToken abort)
+    {
+        var length = (int)request.Length;
+        var (buffer, reserved) = await RentAsync(Math.Min(length, ChunkSize), abort);
+        try
+        {
+            if (!_session.StructuredReplies)
+            {
+                await SimpleReadAsync(request, buffer, abort);
+            }
+            else if ((request.Flags & NbdCommandFlags.DontFragment) != 0)
+            {
+                await UnfragmentedReadAsync(request, buffer, abort);
+            }
+            else
+            {
+                await StructuredReadAsync(request, buffer, abort);
+            }
+        }
+        finally
+        {
+            Return(buffer, reserved);
+        }
+    }
+
+    private async ValueTask SimpleReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    {
+        var length = (int)request.Length;
+        var first = Math.Min(length, buffer.Length);
+        var errno = ReadBackend(request, 0, buffer.AsSpan(0, first));
+        if (errno != 0 || first == length)
+        {
+            await ReplyAsync(request, errno, abort, errno == 0 ? buffer.AsMemory(0, length) : default);
+            return;
+        }
+        // Larger than one buffer: header and data must be contiguous on the wire, so hold the writer throughout.
+        using (await _writer.LockAsync(abort))
+        {
+            var header = default(ReplyHeader);
+            new NbdSimpleReply(NbdError.None, request.Cookie).Write(header);
+            await _writer.WriteLockedAsync(header, NbdSimpleReply.Size, buffer.AsMemory(0, first), abort);
+            for (var done = first; done < length;)
+            {
+                var n = Math.Min(buffer.Length, length - done);
+                if (ReadBackend(request, done, buffer.AsSpan(0, n)) != 0)
+                {
+                    // The header already said success: the spec requires a hard disconnect now.
+                    Abort("read error after reply header was sent");
+                    return;
+                }
+                await _writer.WriteRawLockedAsync(buffer.AsMemory(0, n), abort);
+                done += n;
+            }
+        }
+        Interlocked.Add(ref _bytesRead, length);
+    }
+
+    private async ValueTask UnfragmentedReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    {
+        var length = (int)request.Length;
+        var backend = _session.Backend;
+        if (length >= HoleDetectionThreshold
+            && backend.TryGetExtent((long)request.Offset, (long)request.Offset + length, out var hole, out var end)
+            && hole && end == (long)request.Offset + length)
+        {
+            await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
+            Interlocked.Add(ref _bytesRead, length);
+            return;
+        }
+        var first = Math.Min(length, buffer.Length);
+        var errno = ReadBackend(request, 0, buffer.AsSpan(0, first));
+        if (errno != 0)
+        {
+            await SendErrorAsync(request, MapErrno(errno), $"read failed: errno {errno}", abort);
+            return;
+        }
+        if (first == length)
+        {
+            await _writer.SendOffsetDataAsync(request.Cookie, request.Offset, buffer.AsMemory(0, length), done: true, abort);
+            Interlocked.Add(ref _bytesRead, length);
+            return;
+        }
+        // One content chunk streamed in pieces. An error after it started is reported after padding it with zeros.
+        var failed = 0;
+        using (await _writer.LockAsync(abort))
+        {
+            var header = default(ReplyHeader);
+            var headerLength = ReplyWriter.WriteOffsetDataHeader(header, request.Cookie, request.Offset, length, done: false);
+            await _writer.WriteLockedAsync(header, headerLength, buffer.AsMemory(0, first), abort);
+            for (var done = first; done < length;)
+            {
+                var n = Math.Min(buffer.Length, length - done);
+                if (failed == 0)
+                {
+                    failed = ReadBackend(request, done, buffer.AsSpan(0, n));
+                }
+                if (failed != 0)
+                {
+                    buffer.AsSpan(0, n).Clear();
+                }
+                await _writer.WriteRawLockedAsync(buffer.AsMemory(0, n), abort);
+                done += n;
+            }
+        }
+        if (failed != 0)
+        {
+            await SendErrorAsync(request, MapErrno(failed), $"read failed: errno {failed}", abort);
+            return;
+        }
+        await _writer.SendStructuredNoneAsync(request.Cookie, abort);
+        Interlocked.Add(ref _bytesRead, length);
+    }
+
+    private async ValueTask StructuredReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    {
+        var backend = _session.Backend;
+        var start = (long)request.Offset;
+        var end = start + request.Length;
+        var detectHoles = request.Length >= HoleDetectionThreshold;
+        for (var position = start; position < end;)
+        {
+            var extentEnd = end;
+            var isHole = false;
+            if (detectHoles && !backend.TryGetExtent(position, end, out isHole, out extentEnd))
+            {
+                detectHoles = false;
+                isHole = false;
+                extentEnd = end;
+            }
+            if (isHole)
+            {
+                await _writer.SendOffsetHoleAsync(request.Cookie, (ulong)position, (uint)(extentEnd - position), done: extentEnd == end, abort);
+                position = extentEnd;
+                continue;
+            }
+            var n = (int)Math.Min(extentEnd - position, buffer.Length);
+            var errno = ReadBackend(request, (int)(position - start), buffer.AsSpan(0, n));
+            if (errno != 0)
+            {
+                await SendErrorAsync(request, MapErrno(errno), $"read failed at offset {position}: errno {errno}", abort);
+                return;
+            }
+            await _writer.SendOffsetDataAsync(request.Cookie, (ulong)position, buffer.AsMemory(0, n), done: position + n == end, abort);
+            position += n;
+        }
+        Interlocked.Add(ref _bytesRead, request.Length);
+    }
+
+    private int ReadBackend(NbdRequest request, int skip, Span<byte> destination)
+    {
+        var errno = _session.Backend.Read((long)request.Offset + skip, destination);
+        if (errno != 0)
+        {
+            LogFailure(request, errno);
+        }
+        return errno;
+    }
+
+    /// <summary>Answers a finished non-READ request (or a READ error); <paramref name="data"/> only for a simple READ reply.</summary>
+    private ValueTask ReplyAsync(NbdRequest request, int errno, CancellationToken abort, ReadOnlyMemory<byte> data = default)
+    {
+        if (errno == 0)
+        {
+            if (request.Command == NbdCommand.Read)
+            {
+                Interlocked.Add(ref _bytesRead, data.Length);
+            }
+            return _writer.SendSimpleAsync(request.Cookie, NbdError.None, data, abort);
+        }
+        if (request.Command != NbdCommand.Read)
+        {
+            LogFailure(request, errno);
+        }
+        return SendErrorAsync(request, MapErrno(errno), $"{request.Command} failed: errno {errno}", abort);
+    }
+
+    /// <summary>An error reply: a structured error chunk (with a message) once negotiated, else a simple reply.</summary>
+    private ValueTask SendErrorAsync(NbdRequest request, NbdError error, string message, CancellationToken abort) =>
+        _session.StructuredReplies
+            ? _writer.SendErrorChunkAsync(request.Cookie, error, message, abort)
+            : _writer.SendSimpleAsync(request.Cookie, error, default, abort);
+
+    private void LogFailure(NbdRequest request, int errno) =>
+        ConnectionLog.RequestFailed(_logger, Id, Client, request.Command, request.Offset, request.Length, errno,
+            Marshal.GetPInvokeErrorMessage(errno), MapErrno(errno));
+
+    /// <summary>Host errno to the spec's error values ("Error values": EDQUOT and EFBIG become ENOSPC).</summary>
+    internal static NbdError MapErrno(int errno) => errno switch
+    {
+        LinuxFile.EPERM or LinuxFile.EROFS or 13 /* EACCES */ => NbdError.Perm,
+        LinuxFile.ENOSPC or LinuxFile.EDQUOT or LinuxFile.EFBIG => NbdError.NoSpc,
+        LinuxFile.EINVAL => NbdError.Inval,
+        LinuxFile.EOPNOTSUPP => NbdError.NotSup,
+        12 /* ENOMEM */ => NbdError.NoMem,
+        _ => NbdError.IO,
+    };
+
+    /// <summary>Takes a payload buffer from the connection's budget: a power of two, as the pool hands them out.</summary>
+    private async ValueTask<(byte[] Buffer, int Reserved)> RentAsync(int length, CancellationToken abort)
+    {
+        var reserved = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(length, 16));
+        await _budget.AcquireAsync(reserved, abort);
+        return (ArrayPool<byte>.Shared.Rent(reserved), reserved);
+    }
+
+    private void Return(byte[] buffer, int reserved)
+    {
+        // Cleared before another client can be handed it: swap pages hold other people's secrets.
+        ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+        _budget.Release(reserved);
+    }
+
+    /// <summary>Ends one request: frees its slot for the next one.</summary>
+    private void CompleteRequest()
+    {
+        _slots.Release();
+        EndPending();
+    }
+
+    private void EndPending()
+    {
+        if (Interlocked.Decrement(ref _pending) == 0)
+        {
+            _idle.TrySetResult();
+        }
+    }
+}
