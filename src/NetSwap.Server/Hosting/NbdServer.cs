@@ -21,6 +21,7 @@ internal sealed class NbdServer : IAsyncDisposable
 
     public NbdServerContext Context => _context;
     public int ConnectionCount => _connections.Count;
+    public IEnumerable<NbdConnection> Connections => _connections.Values.Select(c => c.Connection);
     public IReadOnlyList<Socket> Listeners => _listeners;
 
     public void StartListening(Socket listener)

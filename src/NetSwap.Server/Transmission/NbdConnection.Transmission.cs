@@ -30,6 +30,12 @@ internal sealed partial class NbdConnection
     private long _bytesWritten;
 
     public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+    /// <summary>Most payload buffer bytes this connection ever held at once (bounded by ConnectionBufferBytes).</summary>
+    public int PeakPayloadBytes => _budget?.PeakInUse ?? 0;
+
+    /// <summary>Buffer bytes held right now: payload buffers plus the receive buffer. Zero for an idle connection.</summary>
+    public int HeldBufferBytes => (_budget is null ? 0 : _budget.Capacity - _budget.Available) + (_reader.HoldsBuffer ? NbdStreamReader.BufferSize : 0);
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
     /// <summary>Completes when nothing is in flight and the receive loop has ended (or never started).</summary>

@@ -10,6 +10,7 @@ internal sealed class ByteBudget
     private readonly Queue<(int Bytes, TaskCompletionSource Waiter)> _waiters = new();
     private readonly int _capacity;
     private int _available;
+    private int _peakInUse;
 
     public ByteBudget(int capacity)
     {
@@ -18,6 +19,9 @@ internal sealed class ByteBudget
     }
 
     public int Capacity => _capacity;
+    /// <summary>The most ever held at once: what tests and the status view check the bound against.</summary>
+    public int PeakInUse => Volatile.Read(ref _peakInUse);
+
     public int Available
     {
         get
@@ -38,6 +42,7 @@ internal sealed class ByteBudget
             if (_waiters.Count == 0 && _available >= bytes)
             {
                 _available -= bytes;
+                NotePeak();
                 return ValueTask.CompletedTask;
             }
             waiter = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -83,6 +88,7 @@ internal sealed class ByteBudget
                 }
                 _waiters.Dequeue();
                 _available -= need;
+                NotePeak();
                 (granted ??= []).Add((need, waiter));
             }
         }
@@ -98,4 +104,6 @@ internal sealed class ByteBudget
             }
         }
     }
+
+    private void NotePeak() => _peakInUse = Math.Max(_peakInUse, _capacity - _available);
 }

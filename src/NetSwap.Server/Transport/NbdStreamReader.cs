@@ -22,6 +22,9 @@ internal sealed class NbdStreamReader : IDisposable
 
     public int Buffered => _end - _start;
 
+    /// <summary>Whether a receive buffer is rented right now (never while the connection waits idle).</summary>
+    public bool HoldsBuffer => _buffer is not null;
+
     /// <summary>
     /// Fills <paramref name="destination"/>. Returns false if the stream ended before the first byte (a clean end at a
     /// message boundary); an end in the middle is a truncated message and throws <see cref="NbdProtocolException"/>.

@@ -1,0 +1,384 @@
+using NetSwap.Protocol.Nbd;
+using NetSwap.Tests.Support;
+
+namespace NetSwap.Tests.Server;
+
+/// <summary>The transmission phase: commands, flags, errors, structured replies, pipelining and the buffer bound.</summary>
+public class TransmissionTests
+{
+    private const long Size = 8L * 1024 * 1024;
+
+    private static async Task<(ServerHarness Server, TestNbdClient Client)> OpenAsync(bool structured, string export = "disk", bool readOnly = false)
+    {
+        var server = await ServerHarness.StartAsync((export, Size, readOnly));
+        var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync(export, structured);
+        return (server, client);
+    }
+
+    private static byte[] Pattern(int length, int seed)
+    {
+        var data = new byte[length];
+        new Random(seed).NextBytes(data);
+        return data;
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task WriteThenRead_AtOddOffsetsAndSizes(bool structured)
+    {
+        var (server, client) = await OpenAsync(structured);
+        await using var _ = server;
+        await using var __ = client;
+        foreach (var (offset, length) in new (ulong, int)[] { (1, 1), (511, 513), (4095, 70001), (Size - 3, 3), (12345, 300000) })
+        {
+            var data = Pattern(length, (int)offset);
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, offset, (uint)length, payload: data)).Error);
+            var read = await client.RequestAsync(NbdCommand.Read, offset, (uint)length);
+            Assert.Equal(NbdError.None, read.Error);
+            Assert.Equal(data, read.Data);
+        }
+        // The data really is in the file.
+        var file = await File.ReadAllBytesAsync(server.PathOf("disk"));
+        Assert.Equal(Pattern(3, (int)(Size - 3)), file[^3..]);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task RequestsBeyondTheEnd_GetEinvalOrEnospc_AndTheStreamStaysInSync(bool structured)
+    {
+        var (server, client) = await OpenAsync(structured);
+        await using var _ = server;
+        await using var __ = client;
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Read, Size - 10, 11)).Error);
+        Assert.Equal(NbdError.NoSpc, (await client.RequestAsync(NbdCommand.Write, Size - 10, 20, payload: new byte[20])).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Trim, Size, 1)).Error);
+        Assert.Equal(NbdError.NoSpc, (await client.RequestAsync(NbdCommand.WriteZeroes, ulong.MaxValue - 5, 10)).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Cache, Size, 4096)).Error);
+        // Still in sync: the 20-byte payload above was drained, not taken for a request header.
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 16)).Error);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ReadOnlyExport_RefusesWritesWithEperm(bool structured)
+    {
+        var (server, client) = await OpenAsync(structured, "ro", readOnly: true);
+        await using var _ = server;
+        await using var __ = client;
+        Assert.True((client.Flags & NbdTransmissionFlags.ReadOnly) != 0);
+        Assert.Equal(NbdError.Perm, (await client.RequestAsync(NbdCommand.Write, 0, 4, payload: new byte[4])).Error);
+        Assert.Equal(NbdError.Perm, (await client.RequestAsync(NbdCommand.Trim, 0, 4096)).Error);
+        Assert.Equal(NbdError.Perm, (await client.RequestAsync(NbdCommand.WriteZeroes, 0, 4096)).Error);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 4096)).Error);
+        Assert.All(await File.ReadAllBytesAsync(server.PathOf("ro")), b => Assert.Equal(0, b));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task UnknownCommandsAndFlags_GetEinval(bool structured)
+    {
+        var (server, client) = await OpenAsync(structured);
+        await using var _ = server;
+        await using var __ = client;
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync((NbdCommand)42, 0, 512)).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.BlockStatus, 0, 512)).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Read, 0, 512, (NbdCommandFlags)0x80)).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Write, 0, 4, NbdCommandFlags.NoHole, new byte[4])).Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Flush, 4096, 0)).Error);
+        // DF is only valid once structured replies are negotiated.
+        Assert.Equal(structured ? NbdError.None : NbdError.Inval, (await client.RequestAsync(NbdCommand.Read, 0, 512, NbdCommandFlags.DontFragment)).Error);
+        // FUA is valid on every command once advertised.
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 512, NbdCommandFlags.Fua)).Error);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Flush, 0, 0, NbdCommandFlags.Fua)).Error);
+    }
+
+    [Fact]
+    public async Task StructuredErrors_CarryAMessage()
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        var reply = await client.RequestAsync(NbdCommand.Read, Size, 1);
+        Assert.Equal(NbdError.Inval, reply.Error);
+        Assert.Contains("beyond the end", reply.Message);
+    }
+
+    [Theory]
+    [InlineData(NbdCommand.Read)]
+    [InlineData(NbdCommand.Write)]
+    [InlineData(NbdCommand.Trim)]
+    [InlineData(NbdCommand.WriteZeroes)]
+    [InlineData(NbdCommand.Cache)]
+    public async Task ZeroLength_GetsEinval(NbdCommand command)
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(command, 0, 0)).Error);
+    }
+
+    [Fact]
+    public async Task OversizedWrite_GetsEinval_AfterItsPayloadIsDrained()
+    {
+        var (server, client) = await OpenAsync(structured: false);
+        await using var _ = server;
+        await using var __ = client;
+        var length = (uint)NbdLimits.MaxPayloadLength + 1;
+        var sending = client.SendRequestAsync(NbdCommand.Write, 0, length, payload: new byte[length]);
+        var reply = await client.ReadReplyAsync();
+        await sending;
+        Assert.Equal(NbdError.Inval, reply.Error);
+        Assert.Equal(NbdError.Inval, (await client.RequestAsync(NbdCommand.Read, 0, length)).Error);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 8)).Error);
+    }
+
+    [Fact]
+    public async Task IoErrors_AreEio_AndLoggedWithErrno()
+    {
+        await using var server = ServerHarness.Start(new FaultyExportCatalog(1 << 20, 65536, 65536 + 4096));
+        foreach (var structured in new[] { false, true })
+        {
+            await using var client = await server.ConnectAsync();
+            await client.StartAsync();
+            await client.GoAsync("faulty", structured);
+            var read = await client.RequestAsync(NbdCommand.Read, 65536, 512);
+            Assert.Equal(NbdError.IO, read.Error);
+            Assert.Empty(read.Data);
+            Assert.Equal(NbdError.IO, (await client.RequestAsync(NbdCommand.Write, 65536 + 100, 4, payload: new byte[4])).Error);
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 512)).Error);
+        }
+        Assert.True(await server.Log.WaitForAsync("failed: errno 5"));
+    }
+
+    [Fact]
+    public async Task StructuredRead_ReportsHolesAsHoleChunks_AndDfGivesOneChunk()
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        var data = Pattern(4096, 7);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 1024 * 1024, 4096, payload: data)).Error);
+        var sparse = await client.RequestAsync(NbdCommand.Read, 512 * 1024, 1024 * 1024);
+        Assert.Equal(NbdError.None, sparse.Error);
+        Assert.True(sparse.HoleChunks >= 1, "a read over a sparse region should carry hole chunks");
+        Assert.Equal(data, sparse.Data[(512 * 1024)..(512 * 1024 + 4096)]);
+        Assert.True(sparse.Data.AsSpan(0, 512 * 1024).IndexOfAnyExcept((byte)0) < 0);
+
+        var unfragmented = await client.RequestAsync(NbdCommand.Read, 512 * 1024, 1024 * 1024, NbdCommandFlags.DontFragment);
+        Assert.Equal(sparse.Data, unfragmented.Data);
+        Assert.Equal(0, unfragmented.HoleChunks);
+        Assert.True(unfragmented.Chunks <= 2, "DF: at most one content chunk (plus a final NONE chunk)");
+
+        var allHole = await client.RequestAsync(NbdCommand.Read, 4 * 1024 * 1024, 1024 * 1024, NbdCommandFlags.DontFragment);
+        Assert.Equal((1, 1), (allHole.Chunks, allHole.HoleChunks));
+    }
+
+    [Fact]
+    public async Task TrimPunchesHoles_AndWriteZeroesHonoursNoHole()
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        var path = server.PathOf("disk");
+        var data = Pattern(256 * 1024, 3);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data)).Error);
+        var written = await AllocatedBytesAsync(path);
+        Assert.True(written >= 256 * 1024);
+
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Trim, 0, 128 * 1024, NbdCommandFlags.Fua)).Error);
+        var trimmed = await AllocatedBytesAsync(path);
+        Assert.True(trimmed <= written - 128 * 1024, $"TRIM should punch a hole ({written} -> {trimmed} bytes allocated)");
+
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.WriteZeroes, 128 * 1024, 64 * 1024, NbdCommandFlags.NoHole)).Error);
+        Assert.Equal(trimmed, await AllocatedBytesAsync(path));
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.WriteZeroes, 192 * 1024, 64 * 1024, NbdCommandFlags.FastZero)).Error);
+        Assert.True(await AllocatedBytesAsync(path) <= trimmed - 64 * 1024, "WRITE_ZEROES without NO_HOLE may and does punch");
+
+        var read = await client.RequestAsync(NbdCommand.Read, 0, 256 * 1024);
+        Assert.True(read.Data.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Cache, 0, 1024 * 1024)).Error);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 7, 5, NbdCommandFlags.Fua, new byte[] { 1, 2, 3, 4, 5 })).Error);
+    }
+
+    /// <summary>st_blocks * 512: what the file really occupies on disk.</summary>
+    internal static async Task<long> AllocatedBytesAsync(string path)
+    {
+        var output = await ExternalTool.RunOkAsync("stat", "-c", "%b", path);
+        return long.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture) * 512;
+    }
+
+    [Fact]
+    public async Task FastZero_FailsWithNotSup_WhereZeroingWouldBeSlow()
+    {
+        await using var server = ServerHarness.Start(new FaultyExportCatalog(1 << 20, 0, 0));
+        await using var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync("faulty");
+        Assert.Equal(NbdError.NotSup, (await client.RequestAsync(NbdCommand.WriteZeroes, 0, 4096, NbdCommandFlags.FastZero)).Error);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.WriteZeroes, 0, 4096)).Error);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task PipelinedRequests_AreAllAnsweredOnce(bool structured)
+    {
+        var (server, client) = await OpenAsync(structured);
+        await using var _ = server;
+        await using var __ = client;
+        var expected = new Dictionary<ulong, byte[]>();
+        for (var i = 0; i < 48; i++)
+        {
+            var data = Pattern(4096, i);
+            await client.SendRequestAsync(NbdCommand.Write, (ulong)i * 8192, 4096, payload: data);
+        }
+        var writes = new HashSet<ulong>();
+        for (var i = 0; i < 48; i++)
+        {
+            var reply = await client.ReadReplyAsync();
+            Assert.Equal(NbdError.None, reply.Error);
+            Assert.True(writes.Add(reply.Cookie));
+        }
+        for (var i = 0; i < 48; i++)
+        {
+            expected[await client.SendRequestAsync(NbdCommand.Read, (ulong)i * 8192, 4096)] = Pattern(4096, i);
+        }
+        await client.SendRequestAsync(NbdCommand.Flush, 0, 0);
+        var seen = 0;
+        for (var i = 0; i < 49; i++)
+        {
+            var reply = await client.ReadReplyAsync();
+            Assert.Equal(NbdError.None, reply.Error);
+            if (expected.Remove(reply.Cookie, out var data))
+            {
+                Assert.Equal(data, reply.Data);
+                seen++;
+            }
+        }
+        Assert.Equal(48, seen);
+        Assert.Empty(expected);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task LargeRequests_StreamThroughBoundedBuffers(bool structured)
+    {
+        await using var server = await ServerHarness.StartAsync(("big", 64L * 1024 * 1024, false));
+        await using var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync("big", structured);
+        var length = 47 * 1024 * 1024 + 512 * 1024; // the 47.5 MiB write of upstream's reference test client
+        var data = Pattern(length, 11);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 4096, (uint)length, NbdCommandFlags.Fua, data)).Error);
+        var read = await client.RequestAsync(NbdCommand.Read, 4096, (uint)length);
+        Assert.Equal(NbdError.None, read.Error);
+        Assert.True(data.AsSpan().SequenceEqual(read.Data));
+        if (structured)
+        {
+            var df = await client.RequestAsync(NbdCommand.Read, 4096, (uint)length, NbdCommandFlags.DontFragment);
+            Assert.True(data.AsSpan().SequenceEqual(df.Data));
+        }
+        var connection = Assert.Single(server.Server.Connections);
+        Assert.InRange(connection.PeakPayloadBytes, 1, 1024 * 1024);
+    }
+
+    [Fact]
+    public async Task IdleConnection_HoldsNoBuffer()
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        await client.RequestAsync(NbdCommand.Write, 0, 200000, payload: Pattern(200000, 1));
+        await client.RequestAsync(NbdCommand.Read, 0, 200000);
+        var connection = Assert.Single(server.Server.Connections);
+        var deadline = DateTime.UtcNow.AddSeconds(5);
+        while (connection.HeldBufferBytes != 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(10);
+        }
+        Assert.Equal(0, connection.HeldBufferBytes);
+    }
+
+    [Fact]
+    public async Task Disc_FinishesOutstandingRequestsBeforeClosing()
+    {
+        var (server, client) = await OpenAsync(structured: false);
+        await using var _ = server;
+        await using var __ = client;
+        var data = Pattern(1024 * 1024, 5);
+        await client.SendRequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data);
+        await client.SendRequestAsync(NbdCommand.Read, 0, (uint)data.Length);
+        await client.SendRequestAsync(NbdCommand.Disc, 0, 0);
+        var first = await client.ReadReplyAsync();
+        var second = await client.ReadReplyAsync();
+        Assert.Equal(NbdError.None, first.Error);
+        Assert.Equal(data, second.Data);
+        Assert.True(await client.IsClosedAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task AfterShutdownBegins_RequestsGetEshutdown()
+    {
+        var (server, client) = await OpenAsync(structured: false);
+        await using var _ = server;
+        await using var __ = client;
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 512)).Error);
+        server.Context.BeginShutdown();
+        Assert.Equal(NbdError.Shutdown, (await client.RequestAsync(NbdCommand.Read, 0, 512)).Error);
+        Assert.Equal(NbdError.Shutdown, (await client.RequestAsync(NbdCommand.Write, 0, 4, payload: new byte[4])).Error);
+        Assert.Equal(NbdError.Shutdown, (await client.RequestAsync(NbdCommand.Read, 0, 512)).Error);
+    }
+
+    [Fact]
+    public async Task Stop_ClosesConnections_AfterRequestsInFlight()
+    {
+        var (server, client) = await OpenAsync(structured: false);
+        await using var _ = server;
+        await using var __ = client;
+        var data = Pattern(4 * 1024 * 1024, 9);
+        await client.SendRequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data);
+        var reply = await client.ReadReplyAsync();
+        Assert.Equal(NbdError.None, reply.Error);
+        await server.Server.StopAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(await client.IsClosedAsync(TimeSpan.FromSeconds(5)));
+        Assert.True(await server.Log.WaitForAsync("server shut down"));
+    }
+
+    [Fact]
+    public async Task BadRequestMagic_EndsTheConnection()
+    {
+        var (server, client) = await OpenAsync(structured: true);
+        await using var _ = server;
+        await using var __ = client;
+        await client.WriteAsync(new byte[NbdRequest.Size]);
+        Assert.True(await client.IsClosedAsync(TimeSpan.FromSeconds(5)));
+        Assert.True(await server.Log.WaitForAsync("bad request magic"));
+    }
+
+    [Fact]
+    public async Task ManyConcurrentClients_OverLoopback_EachSeeTheirOwnWrites()
+    {
+        await using var server = await ServerHarness.StartAsync(("shared", 16L * 1024 * 1024, false));
+        var tasks = Enumerable.Range(0, 24).Select(async i =>
+        {
+            await using var client = await server.ConnectAsync();
+            await client.StartAsync();
+            await client.GoAsync("shared", structured: i % 2 == 0);
+            for (var round = 0; round < 10; round++)
+            {
+                var data = Pattern(65536, i * 100 + round);
+                var offset = (ulong)i * 512 * 1024 + (ulong)round * 65536;
+                Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, offset, 65536, payload: data)).Error);
+                Assert.Equal(data, (await client.RequestAsync(NbdCommand.Read, offset, 65536)).Data);
+            }
+        });
+        await Task.WhenAll(tasks);
+    }
+}

@@ -1,0 +1,77 @@
+using NetSwap.Server.Exports;
+using NetSwap.Server.Hosting;
+
+namespace NetSwap.Tests.Support;
+
+/// <summary>
+/// An export whose storage fails with EIO in a chosen range, as a dying disk does. Only the failure is simulated:
+/// everything above the backend (validation, replies, logging) is the real server.
+/// </summary>
+internal sealed class FaultyExportCatalog : IExportCatalog, IDisposable
+{
+    private readonly FaultyExport _export;
+
+    public FaultyExportCatalog(long size, long badStart, long badEnd) => _export = new FaultyExport(size, badStart, badEnd);
+
+    public ExportLookup Lookup(string name, ConnectionInfo client) =>
+        name == "faulty" ? ExportLookup.Found(_export) : ExportLookup.Refused(NetSwap.Protocol.Nbd.NbdOptionReplyType.ErrUnknown, "unknown");
+
+    public IEnumerable<ExportOffer> List(ConnectionInfo client) => [_export];
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class FaultyExport(long size, long badStart, long badEnd) : ExportOffer
+    {
+        public override string Name => "faulty";
+        public override string? Description => null;
+        public override long Size => size;
+        public override bool IsReadOnly => false;
+        public override bool CanMultiConn => false;
+        public override ExportLookup Attach() => ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd));
+    }
+
+    private sealed class FaultyBackend(long size, long badStart, long badEnd) : BlockBackend
+    {
+        private readonly byte[] _data = new byte[size];
+
+        public override long Size => size;
+        public override bool IsReadOnly => false;
+        public override bool CanMultiConn => false;
+
+        private bool Bad(long offset, long length) => offset < badEnd && offset + length > badStart;
+
+        public override int Read(long offset, Span<byte> destination)
+        {
+            if (Bad(offset, destination.Length))
+            {
+                return LinuxFile.EIO;
+            }
+            _data.AsSpan((int)offset, destination.Length).CopyTo(destination);
+            return 0;
+        }
+
+        public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
+        {
+            if (Bad(offset, data.Length))
+            {
+                return LinuxFile.EIO;
+            }
+            data.CopyTo(_data.AsSpan((int)offset));
+            return 0;
+        }
+
+        public override int Flush() => 0;
+        public override int Trim(long offset, long length, bool fua) => 0;
+        public override int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua) => fast ? LinuxFile.EOPNOTSUPP : 0;
+        public override void Cache(long offset, long length) { }
+        public override bool TryGetExtent(long offset, long limit, out bool isHole, out long extentEnd)
+        {
+            isHole = false;
+            extentEnd = limit;
+            return false;
+        }
+        public override void Dispose() { }
+    }
+}
