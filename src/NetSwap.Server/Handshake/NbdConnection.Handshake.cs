@@ -153,8 +153,9 @@ internal sealed partial class NbdConnection
         }
         foreach (var export in _context.Exports.List(Info))
         {
-            var payload = new byte[NbdServerReply.Size(export.Name, null)];
-            NbdServerReply.Write(payload, export.Name, null);
+            // The details after the name are the description, as qemu-nbd sends and libnbd reads them.
+            var payload = new byte[NbdServerReply.Size(export.Name, export.Description)];
+            NbdServerReply.Write(payload, export.Name, export.Description);
             await SendOptionReplyAsync(option.Option, NbdOptionReplyType.Server, payload, cancellationToken);
         }
         await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);

@@ -1,0 +1,55 @@
+# NetSwap: the one front door. `make run` serves with the embedded defaults; `make test` installs what the tests
+# need and runs them all; `make dist` builds the native executables; `make install` puts everything in place.
+
+DOTNET  ?= dotnet
+CONFIG  ?= Release
+PREFIX  ?= /usr/local
+DESTDIR ?=
+RID     ?= linux-x64
+ARGS    ?=
+
+SBINDIR   = $(DESTDIR)$(PREFIX)/sbin
+BINDIR    = $(DESTDIR)$(PREFIX)/bin
+UNITDIR   = $(DESTDIR)/lib/systemd/system
+SYSCONF   = $(DESTDIR)/etc
+
+.PHONY: all build run test test-deps dist install bench clean
+
+all: build
+
+build:
+	$(DOTNET) build NetSwap.slnx -c $(CONFIG)
+
+## Build and run netswapd in the foreground with its embedded defaults (extra arguments: make run ARGS="...").
+run:
+	$(DOTNET) run --project src/netswapd -c $(CONFIG) -- $(ARGS)
+
+test-deps:
+	scripts/install-test-deps.sh
+
+## Install every Debian package the tests need, then run every test; the last line is "N passed, N failed".
+test: test-deps
+	CONFIG=$(CONFIG) scripts/run-tests.sh
+
+## Native AOT executables: dist/netswapd and dist/netswap (statically linked, runs in a bare initramfs).
+dist:
+	$(DOTNET) publish src/netswapd -c Release -r $(RID) -p:PublishAot=true -o dist/.netswapd
+	$(DOTNET) publish src/netswap -c Release -r $(RID) -p:PublishAot=true -p:StaticExecutable=true \
+		-p:PositionIndependentExecutable=false -o dist/.netswap
+	install -m 0755 dist/.netswapd/netswapd dist/netswapd
+	install -m 0755 dist/.netswap/netswap dist/netswap
+	rm -rf dist/.netswapd dist/.netswap
+
+install: dist
+	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DESTDIR)/var/lib/netswap
+	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
+	install -m 0755 dist/netswap $(BINDIR)/netswap
+	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
+
+## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
+bench: dist
+	bench/run.sh
+
+clean:
+	rm -rf dist artifacts
+	find . -name bin -o -name obj | grep -E '/(bin|obj)$$' | xargs rm -rf

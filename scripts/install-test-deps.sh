@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every Debian package the tests need. Idempotent: apt runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  qemu-utils          # qemu-io, qemu-img, qemu-nbd
+  libnbd-bin          # nbdinfo, nbdsh, nbdcopy
+  python3-libnbd      # the nbd module the nbdsh scripts import
+  nbdkit              # peer server for bench/
+  nbd-server          # peer server for bench/
+  nbd-client          # the kernel client's userspace half (VM end-to-end test)
+  fio                 # bench/
+  systemd             # systemd-socket-activate
+  iproute2            # network namespaces
+  openssl             # TLS test certificates
+  procps              # ps, pkill
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "test dependencies: all installed"
+  exit 0
+fi
+echo "test dependencies: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-test-deps: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  SUDO=sudo
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "test dependencies: installed"
