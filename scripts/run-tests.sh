@@ -2,18 +2,22 @@
 # Runs every test project and ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-dotnet test NetSwap.slnx -c "${CONFIG:-Release}" --logger "console;verbosity=normal" "$@" 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+dotnet test NetSwap.slnx -c "${CONFIG:-Release}" --logger "console;verbosity=normal" --logger trx --results-directory "$results" "$@"
+status=$?
 passed=0
 failed=0
-while read -r f p; do
-  passed=$((passed + p))
-  failed=$((failed + f))
-done < <(sed -nE 's/.*Failed:[[:space:]]+([0-9]+), Passed:[[:space:]]+([0-9]+),.*/\1 \2/p' "$log")
+for trx in "$results"/*.trx; do
+  [ -e "$trx" ] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx")
+  p=$(sed -nE 's/.* passed="([0-9]+)".*/\1/p' <<<"$counters")
+  f=$(sed -nE 's/.* failed="([0-9]+)".*/\1/p' <<<"$counters")
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+done
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
-  # The build or the test host failed before any test could report.
+  # The build or the test host failed before the tests could report.
   failed=1
 fi
 echo

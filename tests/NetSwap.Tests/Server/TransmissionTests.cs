@@ -1,4 +1,5 @@
 using NetSwap.Protocol.Nbd;
+using NetSwap.Fuzz;
 using NetSwap.Tests.Support;
 
 namespace NetSwap.Tests.Server;
@@ -141,7 +142,7 @@ public class TransmissionTests
     [Fact]
     public async Task IoErrors_AreEio_AndLoggedWithErrno()
     {
-        await using var server = ServerHarness.Start(new FaultyExportCatalog(1 << 20, 65536, 65536 + 4096));
+        await using var server = ServerHarness.Start(new MemoryExportCatalog(1 << 20, 65536, 65536 + 4096));
         foreach (var structured in new[] { false, true })
         {
             await using var client = await server.ConnectAsync();
@@ -216,7 +217,7 @@ public class TransmissionTests
     [Fact]
     public async Task FastZero_FailsWithNotSup_WhereZeroingWouldBeSlow()
     {
-        await using var server = ServerHarness.Start(new FaultyExportCatalog(1 << 20, 0, 0));
+        await using var server = ServerHarness.Start(new MemoryExportCatalog(1 << 20, 0, 0));
         await using var client = await server.ConnectAsync();
         await client.StartAsync();
         await client.GoAsync("faulty");

@@ -1,17 +1,18 @@
 using NetSwap.Server.Exports;
 using NetSwap.Server.Hosting;
 
-namespace NetSwap.Tests.Support;
+namespace NetSwap.Fuzz;
 
 /// <summary>
-/// An export whose storage fails with EIO in a chosen range, as a dying disk does. Only the failure is simulated:
-/// everything above the backend (validation, replies, logging) is the real server.
+/// One export named "faulty", held in memory, whose storage fails with EIO in a chosen range as a dying disk does, and
+/// which cannot zero quickly. Only the storage is simulated: everything above the backend (validation, replies, logging)
+/// is the real server. Used by the fuzz target (no disk I/O per input) and by the tests of error paths.
 /// </summary>
-internal sealed class FaultyExportCatalog : IExportCatalog, IDisposable
+internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
 {
     private readonly FaultyExport _export;
 
-    public FaultyExportCatalog(long size, long badStart, long badEnd) => _export = new FaultyExport(size, badStart, badEnd);
+    public MemoryExportCatalog(long size, long badStart, long badEnd) => _export = new FaultyExport(size, badStart, badEnd);
 
     public ExportLookup Lookup(string name, ConnectionInfo client) =>
         name == "faulty" ? ExportLookup.Found(_export) : ExportLookup.Refused(NetSwap.Protocol.Nbd.NbdOptionReplyType.ErrUnknown, "unknown");

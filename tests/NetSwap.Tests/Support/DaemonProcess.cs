@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace NetSwap.Tests.Support;
+
+/// <summary>netswapd as a real process (the build output next to the tests), its stderr captured.</summary>
+public sealed partial class DaemonProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _stderr = new();
+    private readonly StringBuilder _stdout = new();
+
+    private DaemonProcess(Process process)
+    {
+        _process = process;
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (_stderr) { _stderr.AppendLine(e.Data); } } };
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (_stdout) { _stdout.AppendLine(e.Data); } } };
+        process.BeginErrorReadLine();
+        process.BeginOutputReadLine();
+    }
+
+    public static string DaemonDll => Path.Combine(AppContext.BaseDirectory, "netswapd.dll");
+
+    public int Pid => _process.Id;
+
+    public string Stderr
+    {
+        get { lock (_stderr) { return _stderr.ToString(); } }
+    }
+
+    public string Stdout
+    {
+        get { lock (_stdout) { return _stdout.ToString(); } }
+    }
+
+    public static DaemonProcess Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(DaemonDll);
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        return new DaemonProcess(Process.Start(start)!);
+    }
+
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunToEndAsync(params string[] args)
+    {
+        await using var daemon = Start(args);
+        var code = await daemon.WaitForExitAsync(TimeSpan.FromSeconds(30));
+        return (code, daemon.Stdout, daemon.Stderr);
+    }
+
+    /// <summary>Waits for the "listening on ADDR:PORT" line and returns the port (for --listen 127.0.0.1:0).</summary>
+    public async Task<int> WaitForPortAsync()
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (DateTime.UtcNow < deadline)
+        {
+            var match = ListeningLine().Match(Stderr);
+            if (match.Success && Stderr.Contains("ready", StringComparison.Ordinal))
+            {
+                return int.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            }
+            if (_process.HasExited)
+            {
+                Assert.Fail($"netswapd exited with {_process.ExitCode}:\n{Stderr}");
+            }
+            await Task.Delay(20);
+        }
+        Assert.Fail($"netswapd did not start listening:\n{Stderr}");
+        return 0;
+    }
+
+    public async Task<bool> WaitForLogAsync(string text, TimeSpan? timeout = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        while (DateTime.UtcNow < deadline)
+        {
+            if (Stderr.Contains(text, StringComparison.Ordinal))
+            {
+                return true;
+            }
+            await Task.Delay(20);
+        }
+        return false;
+    }
+
+    [GeneratedRegex(@"listening on [^ \n]+:(\d+)")]
+    private static partial Regex ListeningLine();
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int kill(int pid, int signal);
+
+    public void Signal(int signal) => Assert.Equal(0, kill(_process.Id, signal));
+
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            Assert.Fail($"netswapd did not exit within {timeout}:\n{Stderr}");
+        }
+        _process.WaitForExit();
+        return _process.ExitCode;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+        _process.Dispose();
+    }
+}
