@@ -67,10 +67,9 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
         public override int Trim(long offset, long length, bool fua) => 0;
         public override int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua) => fast ? LinuxFile.EOPNOTSUPP : 0;
         public override void Cache(long offset, long length) { }
-        public override bool TryGetExtent(long offset, long limit, out bool isHole, out long extentEnd)
+        public override bool TryFindData(long offset, long limit, out long dataStart)
         {
-            isHole = false;
-            extentEnd = limit;
+            dataStart = offset;
             return false;
         }
         public override void Dispose() { }

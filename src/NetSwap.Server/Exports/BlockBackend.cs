@@ -20,8 +20,8 @@ internal abstract class BlockBackend : IDisposable
     public abstract int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua);
     public abstract void Cache(long offset, long length);
 
-    /// <summary>For structured reads: whether [offset, ..) starts a hole and where that extent ends. False: unknown, treat as data.</summary>
-    public abstract bool TryGetExtent(long offset, long limit, out bool isHole, out long extentEnd);
+    /// <summary>For structured reads: where data starts at or after offset (limit if none before it). False: unknown, treat as data.</summary>
+    public abstract bool TryFindData(long offset, long limit, out long dataStart);
 
     public abstract void Dispose();
 }

@@ -129,8 +129,8 @@ internal class FileBackend : BlockBackend
 
     public override void Cache(long offset, long length) => LinuxFile.AdviseWillNeed(_handle, offset, length);
 
-    public override bool TryGetExtent(long offset, long limit, out bool isHole, out long extentEnd) =>
-        LinuxFile.TryGetExtent(_handle, offset, limit, out isHole, out extentEnd);
+    public override bool TryFindData(long offset, long limit, out long dataStart) =>
+        LinuxFile.TryFindData(_handle, offset, limit, out dataStart);
 
     public override void Dispose()
     {

@@ -28,7 +28,6 @@ internal static partial class LinuxFile
 
     private const int SeekEnd = 2;
     private const int SeekData = 3;
-    private const int SeekHole = 4;
     private const int PosixFadvWillNeed = 3;
 
     [LibraryImport("libc", EntryPoint = "pread64", SetLastError = true)]
@@ -121,36 +120,26 @@ internal static partial class LinuxFile
     }
 
     /// <summary>
-    /// Where the extent containing <paramref name="offset"/> ends (at most <paramref name="limit"/>), and whether it is a hole.
-    /// Returns false when the file system cannot tell; callers then treat everything as data.
+    /// The first offset at or after <paramref name="offset"/> that holds data, capped at <paramref name="limit"/>
+    /// (limit: only holes up to there). Only SEEK_DATA is used: SEEK_HOLE scans to the end of a fully written tmpfs
+    /// file (about 1 ms for 256 MiB), which would cost more than the hole saves. False: the file system cannot tell.
     /// </summary>
-    public static bool TryGetExtent(SafeFileHandle fd, long offset, long limit, out bool isHole, out long extentEnd)
+    public static bool TryFindData(SafeFileHandle fd, long offset, long limit, out long dataStart)
     {
-        isHole = false;
-        extentEnd = limit;
+        dataStart = offset;
         var data = LSeek(fd, offset, SeekData);
-        if (data < 0)
+        if (data >= 0)
         {
-            // ENXIO: no data at or after offset: the rest of the file is a hole.
-            if (Marshal.GetLastPInvokeError() == ENXIO)
-            {
-                isHole = true;
-                return true;
-            }
-            return false;
-        }
-        if (data > offset)
-        {
-            isHole = true;
-            extentEnd = Math.Min(data, limit);
+            dataStart = Math.Min(data, limit);
             return true;
         }
-        var hole = LSeek(fd, offset, SeekHole);
-        if (hole < 0)
+        // ENXIO: no data at or after offset: the rest of the file is a hole.
+        if (Marshal.GetLastPInvokeError() == ENXIO)
         {
-            return false;
+            dataStart = limit;
+            return true;
         }
-        extentEnd = Math.Min(hole, limit);
-        return true;
+        return false;
     }
+
 }

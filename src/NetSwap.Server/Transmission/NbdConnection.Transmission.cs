@@ -301,8 +301,8 @@ internal sealed partial class NbdConnection
         var length = (int)request.Length;
         var backend = _session.Backend;
         if (length >= HoleDetectionThreshold
-            && backend.TryGetExtent((long)request.Offset, (long)request.Offset + length, out var hole, out var end)
-            && hole && end == (long)request.Offset + length)
+            && backend.TryFindData((long)request.Offset, (long)request.Offset + length, out var dataStart)
+            && dataStart == (long)request.Offset + length)
         {
             await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
             Interlocked.Add(ref _bytesRead, length);
@@ -360,21 +360,20 @@ internal sealed partial class NbdConnection
         var detectHoles = request.Length >= HoleDetectionThreshold;
         for (var position = start; position < end;)
         {
-            var extentEnd = end;
-            var isHole = false;
-            if (detectHoles && !backend.TryGetExtent(position, end, out isHole, out extentEnd))
+            if (detectHoles)
             {
-                detectHoles = false;
-                isHole = false;
-                extentEnd = end;
+                if (!backend.TryFindData(position, end, out var dataStart))
+                {
+                    detectHoles = false;
+                }
+                else if (dataStart > position)
+                {
+                    await _writer.SendOffsetHoleAsync(request.Cookie, (ulong)position, (uint)(dataStart - position), done: dataStart == end, abort);
+                    position = dataStart;
+                    continue;
+                }
             }
-            if (isHole)
-            {
-                await _writer.SendOffsetHoleAsync(request.Cookie, (ulong)position, (uint)(extentEnd - position), done: extentEnd == end, abort);
-                position = extentEnd;
-                continue;
-            }
-            var n = (int)Math.Min(extentEnd - position, buffer.Length);
+            var n = (int)Math.Min(end - position, buffer.Length);
             var errno = ReadBackend(request, (int)(position - start), buffer.AsSpan(0, n));
             if (errno != 0)
             {

@@ -67,7 +67,7 @@ internal static class SettingTable
             static (s, v, _) => s.DefaultExport = v),
         new("config", "FILE", $"Read settings from this TOML file first (default: {DaemonSettings.DefaultConfigPath} when present).",
             static (s, v, _) => s.ConfigPath = v, InConfigFile: false),
-        new("check-config", null, "Check the configuration, print the settings in force and exit (0 when valid).",
+        new("check-config", null, "Check the configuration (file, exports, values) and exit: 0 when valid, 1 with the error otherwise.",
             static (s, _, _) => s.CheckConfig = true, InConfigFile: false),
         new("handshake-timeout", "DURATION", "Time a client has to finish the NBD handshake. Default: 10s.",
             static (s, v, _) => s.Server.HandshakeTimeout = NonZero(ValueParsers.Duration(v))),

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: netswapd (native AOT build in dist/), nbdkit's file plugin, nbd-server and qemu-nbd serve the
+# same image; Debian's fio with its nbd engine (libnbd) drives each in turn, round after round, so that all servers
+# see the same machine state. Reports medians and ratios to nbdkit in docs/performance.md (or $BENCH_OUT).
+#
+#   bench/run.sh                         all workloads, image on tmpfs and on disk, 3 rounds of 5 s
+#   ROUNDS=5 RUNTIME=10 bench/run.sh     longer
+#   MEDIA=tmpfs bench/run.sh             one medium only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+RUNTIME=${RUNTIME:-5}
+MEDIA=${MEDIA:-"tmpfs disk"}
+SIZE_MB=${SIZE_MB:-1024}
+OUT=${BENCH_OUT:-docs/performance.md}
+NETSWAPD=${NETSWAPD:-dist/netswapd}
+PY=/usr/bin/python3
+for tool in fio nbdkit nbd-server qemu-nbd "$PY"; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool missing (make test-deps installs it)" >&2; exit 1; }
+done
+[ -x "$NETSWAPD" ] || { echo "bench: $NETSWAPD missing (make dist)" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/netswap-bench.XXXXXX)
+results="$work/results.tsv"
+pids=()
+cleanup() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nbd-server.pid" ] && kill "$(cat "$work/nbd-server.pid")" 2>/dev/null || true
+  rm -rf "$work" /dev/shm/netswap-bench.img
+}
+trap cleanup EXIT
+
+# name rw bs iodepth
+workloads=(
+  "4k-randread-qd1 randread 4k 1"
+  "4k-randread-qd16 randread 4k 16"
+  "4k-randwrite-qd1 randwrite 4k 1"
+  "4k-randwrite-qd16 randwrite 4k 16"
+  "128k-seqwrite-qd8 write 128k 8"
+  "64k-randread-qd4 randread 64k 4"
+)
+servers=(netswapd nbdkit nbd-server qemu-nbd)
+port_of() { case $1 in netswapd) echo 19572;; nbdkit) echo 19573;; nbd-server) echo 19574;; qemu-nbd) echo 19575;; esac; }
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench: nothing listening on $1" >&2
+  return 1
+}
+
+start_servers() {
+  local image=$1
+  "$NETSWAPD" --listen "127.0.0.1:$(port_of netswapd)" --export "bench=$image" -q 2>"$work/netswapd.log" &
+  pids+=($!)
+  nbdkit -f -p "$(port_of nbdkit)" -i 127.0.0.1 file "$image" 2>"$work/nbdkit.log" &
+  pids+=($!)
+  cat > "$work/nbd-server.conf" <<CONF
+[generic]
+  listenaddr = 127.0.0.1
+  port = $(port_of nbd-server)
+  allowlist = true
+[bench]
+  exportname = $image
+CONF
+  nbd-server -C "$work/nbd-server.conf" -p "$work/nbd-server.pid" 2>"$work/nbd-server.log"
+  qemu-nbd -f raw -b 127.0.0.1 -p "$(port_of qemu-nbd)" -x bench -t -e 16 "$image" 2>"$work/qemu-nbd.log" &
+  pids+=($!)
+  for s in "${servers[@]}"; do wait_port "$(port_of "$s")"; done
+}
+
+stop_servers() {
+  for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+  [ -f "$work/nbd-server.pid" ] && kill "$(cat "$work/nbd-server.pid")" 2>/dev/null || true
+  rm -f "$work/nbd-server.pid"
+  sleep 0.5
+}
+
+run_fio() {
+  local medium=$1 round=$2 server=$3 name=$4 rw=$5 bs=$6 depth=$7
+  local json="$work/$medium-$server-$name-$round.json"
+  fio --name="$name" --ioengine=nbd --uri="nbd://127.0.0.1:$(port_of "$server")/bench" --rw="$rw" --bs="$bs" \
+      --iodepth="$depth" --runtime="$RUNTIME" --time_based --ramp_time=1 --output-format=json --output="$json" >/dev/null
+  "$PY" - "$json" "$medium" "$server" "$name" "$round" >>"$results" <<'PYEOF'
+import json, sys
+path, medium, server, name, rnd = sys.argv[1:]
+job = json.load(open(path))["jobs"][0]
+side = job["write"] if job["write"]["io_bytes"] > job["read"]["io_bytes"] else job["read"]
+lat = side["lat_ns"]
+p99 = side["clat_ns"].get("percentile", {}).get("99.000000", 0)
+print("\t".join([medium, server, name, rnd, f"{side['iops']:.1f}", f"{side['bw_bytes'] / 1048576:.1f}", f"{lat['mean'] / 1000:.1f}", f"{p99 / 1000:.1f}"]))
+PYEOF
+}
+
+for medium in $MEDIA; do
+  case $medium in
+    tmpfs) image=/dev/shm/netswap-bench.img ;;
+    disk) image="$work/bench.img" ;;
+    *) echo "bench: unknown medium $medium" >&2; exit 1 ;;
+  esac
+  echo "bench: writing a ${SIZE_MB} MiB image on $medium"
+  dd if=/dev/urandom of="$image" bs=1M count="$SIZE_MB" status=none
+  start_servers "$image"
+  for round in $(seq 1 "$ROUNDS"); do
+    for w in "${workloads[@]}"; do
+      read -r name rw bs depth <<<"$w"
+      for server in "${servers[@]}"; do
+        echo "bench: $medium round $round $name $server"
+        run_fio "$medium" "$round" "$server" "$name" "$rw" "$bs" "$depth"
+      done
+    done
+  done
+  stop_servers
+  rm -f "$image"
+done
+
+"$PY" bench/report.py "$results" "$ROUNDS" "$RUNTIME" > "$OUT"
+echo "bench: wrote $OUT"
