@@ -10,6 +10,7 @@ namespace NetSwap.Daemon
 {
     using NetSwap.Daemon.Logging;
     using NetSwap.Server.Exports;
+    using NetSwap.Server.Exports.Swap;
     using NetSwap.Server.Hosting;
     using NetSwap.Server.Transport;
 
@@ -21,6 +22,10 @@ namespace NetSwap.Daemon
 
         public static async Task<int> RunAsync(string[] args)
         {
+            if (args is ["status", ..])
+            {
+                return await StatusCommand.RunAsync(args[1..]);
+            }
             DaemonSettings settings;
             try
             {
@@ -43,7 +48,7 @@ namespace NetSwap.Daemon
             }
             if (settings.ShowVersion)
             {
-                await Console.Out.WriteLineAsync($"netswapd {typeof(Daemon).Assembly.GetName().Version?.ToString(3)}");
+                await Console.Out.WriteLineAsync($"netswapd {Version}");
                 return ExitOk;
             }
 
@@ -54,45 +59,153 @@ namespace NetSwap.Daemon
                 1 => LogLevel.Debug,
                 _ => LogLevel.Trace,
             };
-            using var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(level).AddProvider(new StderrLoggerProvider(level)));
+            // In inetd mode stderr may be the client's socket: a log line there would corrupt the protocol.
+            var syslog = settings.LogTarget == "syslog" || (settings.LogTarget == "auto" && settings.Inetd && SystemdActivation.IsSocket(2));
+            using var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(level)
+                .AddProvider(syslog ? new SyslogLoggerProvider(level) : new StderrLoggerProvider(level)));
             var logger = loggerFactory.CreateLogger("netswapd");
 
-            FileExportCatalog catalog;
+            ExportCatalog catalog;
             try
             {
-                catalog = new FileExportCatalog(settings.Exports, settings.DefaultExport);
+                catalog = BuildCatalog(settings, logger);
             }
             catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
             {
                 DaemonLog.StartFailed(logger, e.Message);
                 return ExitFailure;
             }
-            using var _ = catalog;
-            foreach (var export in catalog.List(new ConnectionInfo(0, "")).OfType<FileExport>())
-            {
-                ServerLog.ExportConfigured(logger, export.Name, export.Path, export.Size, export.IsReadOnly ? "read-only" : "read-write");
-            }
+            using var ownedCatalog = catalog;
             if (settings.CheckConfig)
             {
-                await Console.Out.WriteLineAsync($"configuration valid: {catalog.Count} file exports, listening on {string.Join(", ", settings.EffectiveListen)}");
+                await Console.Out.WriteLineAsync($"configuration valid: {catalog.Files.Count} file exports, swap {(catalog.Swap is null ? "off" : "on")}, listening on {string.Join(", ", settings.EffectiveListen)}");
                 return ExitOk;
             }
 
             var context = new NbdServerContext(catalog, settings.Server, logger);
             ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.ShutdownTimeout);
             await using var server = new NbdServer(context);
-            if (!BindListeners(server, settings, logger))
+            var startedAt = DateTimeOffset.UtcNow;
+
+            if (settings.Inetd)
             {
-                return ExitFailure;
+                // inetd/xinetd: the connection is standard input; serve it and exit.
+                if (!SystemdActivation.IsSocket(0) || SystemdActivation.IsListening(0))
+                {
+                    DaemonLog.StartFailed(logger, "--inetd needs a connected socket on standard input: run from inetd in 'nowait' mode (one process per connection), or use socket activation without --inetd");
+                    return ExitFailure;
+                }
+                var socket = new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(0, ownsHandle: false));
+                await server.Serve(socket);
+                return ExitOk;
+            }
+
+            var (activated, connected) = SystemdActivation.TakeSockets();
+            foreach (var socket in activated)
+            {
+                server.StartListening(socket);
+            }
+            if ((activated.Count == 0 && connected.Count == 0) || settings.Listen is not null)
+            {
+                if (!BindListeners(server, settings, logger))
+                {
+                    return ExitFailure;
+                }
+            }
+            foreach (var endpoint in settings.OldstyleListen)
+            {
+                if (catalog.Swap is null)
+                {
+                    DaemonLog.StartFailed(logger, "--oldstyle-listen serves swap areas, but swap is off");
+                    return ExitFailure;
+                }
+                try
+                {
+                    server.StartListening(SocketSetup.Listen(endpoint), oldstyle: true);
+                }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    DaemonLog.StartFailed(logger, $"cannot listen on {endpoint}: {e.Message}");
+                    return ExitFailure;
+                }
+            }
+
+            ControlServer? control = null;
+            try
+            {
+                control = ControlServer.Start(settings.ControlSocket ?? StatusCommand.DefaultSocketPath(),
+                    () => ControlServer.Snapshot(server, catalog, Version, startedAt), logger);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Net.Sockets.SocketException)
+            {
+                DaemonLog.ControlUnavailable(logger, e.Message);
             }
 
             var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult(); });
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.TrySetResult(); });
             DaemonLog.Ready(logger, Environment.ProcessId);
-            await stop.Task;
+            if (connected.Count > 0 && server.Listeners.Count == 0)
+            {
+                // systemd Accept=yes: one connection per instance; exit when it is done.
+                await Task.WhenAny(Task.WhenAll(connected.Select(s => server.Serve(s))), stop.Task);
+            }
+            else
+            {
+                foreach (var socket in connected)
+                {
+                    _ = server.Serve(socket);
+                }
+                await stop.Task;
+            }
             await server.StopAsync();
+            if (control is not null)
+            {
+                await control.DisposeAsync();
+            }
             return ExitOk;
+        }
+
+        public static string Version => typeof(Daemon).Assembly.GetName().Version?.ToString(3) ?? "0";
+
+        private static ExportCatalog BuildCatalog(DaemonSettings settings, ILogger logger)
+        {
+            var files = new FileExportCatalog(settings.Exports, settings.DefaultExport);
+            try
+            {
+                foreach (var export in files.List(new ConnectionInfo(0, "")).OfType<FileExport>())
+                {
+                    ServerLog.ExportConfigured(logger, export.Name, export.Path, export.Size, export.IsReadOnly ? "read-only" : "read-write");
+                }
+                SwapExportSource? swap = null;
+                if (settings.Swap.Enabled)
+                {
+                    var options = settings.Swap;
+                    var directory = SwapDirectory.Prepare(options.Directory, isDefault: !settings.SwapDirectoryFromSettings, out var fellBack);
+                    if (fellBack)
+                    {
+                        SwapLog.DirectoryFallback(logger, options.Directory, directory.Path);
+                    }
+                    options.Directory = directory.Path;
+                    foreach (var (name, size) in directory.RemoveLeftovers())
+                    {
+                        SwapLog.LeftoverRemoved(logger, name, size, directory.Path);
+                    }
+                    SwapLog.Configured(logger, directory.Path, SwapDirectory.IsRoot ? "root" : "unprivileged", options.DefaultSize, options.MaxSize,
+                        options.Budget > 0 ? options.Budget + " B" : "none", options.ReservePercent, options.Allocation, options.Format, options.Grace);
+                    foreach (var rule in options.Rules)
+                    {
+                        DaemonLog.SwapRule(logger, rule.Subnet.ToString(), rule.Size);
+                    }
+                    swap = new SwapExportSource(new SwapAreaRegistry(options, directory, logger));
+                }
+                return new ExportCatalog(files, swap);
+            }
+            catch
+            {
+                files.Dispose();
+                throw;
+            }
         }
 
         internal static DaemonSettings LoadSettings(IReadOnlyList<string> args)
@@ -154,5 +267,11 @@ namespace NetSwap.Daemon
 
         [LoggerMessage(1002, LogLevel.Warning, "not listening on {Endpoint}: {Reason}")]
         public static partial void ListenSkipped(ILogger logger, string endpoint, string reason);
+
+        [LoggerMessage(1003, LogLevel.Warning, "no control socket ({Reason}): `netswapd status` will not work")]
+        public static partial void ControlUnavailable(ILogger logger, string reason);
+
+        [LoggerMessage(1004, LogLevel.Information, "swap rule: clients in {Subnet} get {Size} B by default")]
+        public static partial void SwapRule(ILogger logger, string subnet, long size);
     }
 }

@@ -30,7 +30,7 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
         public override long Size => size;
         public override bool IsReadOnly => false;
         public override bool CanMultiConn => false;
-        public override ExportLookup Attach() => ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd));
+        public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => ValueTask.FromResult(ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd)));
     }
 
     private sealed class FaultyBackend(long size, long badStart, long badEnd) : BlockBackend

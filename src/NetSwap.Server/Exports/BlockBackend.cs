@@ -23,5 +23,8 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>For structured reads: where data starts at or after offset (limit if none before it). False: unknown, treat as data.</summary>
     public abstract bool TryFindData(long offset, long limit, out long dataStart);
 
+    /// <summary>The connection is done with the backend; <paramref name="cleanDisconnect"/>: it ended with NBD_CMD_DISC.</summary>
+    public virtual void Release(bool cleanDisconnect) => Dispose();
+
     public abstract void Dispose();
 }

@@ -13,7 +13,7 @@ internal abstract class ExportOffer
     public abstract bool CanMultiConn { get; }
 
     /// <summary>Called only once NBD_OPT_GO or NBD_OPT_EXPORT_NAME has been accepted: allocates what the connection needs.</summary>
-    public abstract ExportLookup Attach();
+    public abstract ValueTask<ExportLookup> AttachAsync(AttachContext context);
 
     public NbdTransmissionFlags TransmissionFlags(bool structuredReplies)
     {
@@ -49,8 +49,11 @@ internal interface IExportCatalog
     IEnumerable<ExportOffer> List(ConnectionInfo client);
 }
 
-/// <summary>Who is asking: used by policy and logged with every decision.</summary>
-internal sealed record ConnectionInfo(long Id, string RemoteAddress);
+/// <summary>Who is asking: used by policy and logged with every decision. Address is null for non-IP transports.</summary>
+internal sealed record ConnectionInfo(long Id, string RemoteAddress, System.Net.IPAddress? Address = null);
+
+/// <summary>What an export may need from the connection that attaches it.</summary>
+internal readonly record struct AttachContext(ConnectionInfo Client, Action AbortConnection, CancellationToken CancellationToken);
 
 /// <summary>The configured file and block-device exports, opened once at start so a typo fails the daemon, not a client.</summary>
 internal sealed class FileExportCatalog : IExportCatalog, IDisposable
@@ -84,6 +87,7 @@ internal sealed class FileExportCatalog : IExportCatalog, IDisposable
     }
 
     public int Count => _exports.Count;
+    public bool HasDefaultExport => _defaultExport is not null;
 
     public ExportLookup Lookup(string name, ConnectionInfo client)
     {
@@ -135,8 +139,55 @@ internal sealed class FileExport : ExportOffer, IDisposable
     public override bool CanMultiConn => true;
     public string Path => _definition.Path;
 
-    public override ExportLookup Attach() =>
-        ExportLookup.Attached(this, new FileBackend(_shared.Handle, _shared.Size, _definition.ReadOnly, multiConn: true, ownsHandle: false));
+    public override ValueTask<ExportLookup> AttachAsync(AttachContext context) =>
+        ValueTask.FromResult(ExportLookup.Attached(this, new FileBackend(_shared.Handle, _shared.Size, _definition.ReadOnly, multiConn: true, ownsHandle: false)));
 
     public void Dispose() => _shared.Dispose();
+}
+
+/// <summary>
+/// All export names of a server: the swap namespace ("swap", "swap/TOKEN", "swap:SIZE"…, and "" when the server has no
+/// file exports) and the configured file exports.
+/// </summary>
+internal sealed class ExportCatalog : IExportCatalog, IDisposable
+{
+    private readonly FileExportCatalog _files;
+    private readonly Swap.SwapExportSource? _swap;
+
+    public ExportCatalog(FileExportCatalog files, Swap.SwapExportSource? swap)
+    {
+        _files = files;
+        _swap = swap;
+    }
+
+    public FileExportCatalog Files => _files;
+    public Swap.SwapExportSource? Swap => _swap;
+
+    /// <summary>Swap-only: the empty name means swap (the embedded default: no file exports, swap on).</summary>
+    public bool SwapOnly => _swap is not null && _files.Count == 0;
+
+    public ExportLookup Lookup(string name, ConnectionInfo client)
+    {
+        if (_swap is not null)
+        {
+            if (NetSwap.Protocol.Swap.SwapExportName.IsSwapName(name))
+            {
+                return _swap.Lookup(name, client);
+            }
+            if (name.Length == 0 && !_files.HasDefaultExport && SwapOnly)
+            {
+                return _swap.Lookup(NetSwap.Protocol.Swap.SwapExportName.Prefix, client);
+            }
+        }
+        return _files.Lookup(name, client);
+    }
+
+    public IEnumerable<ExportOffer> List(ConnectionInfo client) =>
+        _swap is null ? _files.List(client) : _files.List(client).Append(_swap.ListEntry);
+
+    public void Dispose()
+    {
+        _swap?.Registry.Dispose();
+        _files.Dispose();
+    }
 }

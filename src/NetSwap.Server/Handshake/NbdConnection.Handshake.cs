@@ -33,6 +33,41 @@ internal sealed partial class NbdConnection
         }
     }
 
+    /// <summary>
+    /// Oldstyle (nbd-client before 3.10, old LTSP images): nothing is negotiated; the server sends size and flags at once.
+    /// The connection gets a swap area of the default size, so this listener exists only with swap on.
+    /// </summary>
+    private async Task<NegotiatedSession?> OldstyleHandshakeAsync()
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
+        deadline.CancelAfter(_context.Options.HandshakeTimeout);
+        var lookup = _context.Exports.Lookup(Protocol.Swap.SwapExportName.Prefix, Info);
+        if (lookup.Succeeded)
+        {
+            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), deadline.Token));
+        }
+        if (!lookup.Succeeded)
+        {
+            ConnectionLog.ExportRefused(_logger, Id, Client, "(oldstyle)", lookup.Error, lookup.Message ?? "");
+            _closeReason = "export refused";
+            return null;
+        }
+        var flags = lookup.Offer!.TransmissionFlags(structuredReplies: false);
+        var greeting = new byte[NbdOldstyleGreeting.Size];
+        new NbdOldstyleGreeting((ulong)lookup.Backend!.Size, flags).Write(greeting);
+        try
+        {
+            await _stream.WriteAsync(greeting, deadline.Token);
+        }
+        catch
+        {
+            lookup.Backend.Release(cleanDisconnect: true);
+            throw;
+        }
+        ConnectionLog.ExportAttached(_logger, Id, Client, lookup.Offer.Name + " (oldstyle)", lookup.Backend.Size, flags, false);
+        return new NegotiatedSession(lookup.Offer, lookup.Backend, flags, false);
+    }
+
     private async Task<NegotiatedSession?> NegotiateAsync(CancellationToken cancellationToken)
     {
         var small = new byte[32];
@@ -173,7 +208,7 @@ internal sealed partial class NbdConnection
         if (lookup.Succeeded && option.Option == NbdOption.Go)
         {
             // Only now, with the client admitted and its export chosen, is anything allocated for it.
-            lookup = lookup.Offer!.Attach();
+            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
         }
         if (!lookup.Succeeded)
         {
@@ -183,8 +218,17 @@ internal sealed partial class NbdConnection
         }
         var offer = lookup.Offer!;
         var flags = offer.TransmissionFlags(_structuredReplies);
-        await SendInfoAsync(option.Option, offer, flags, request.Requests, cancellationToken);
-        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        try
+        {
+            await SendInfoAsync(option.Option, offer, flags, request.Requests, cancellationToken);
+            await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        }
+        catch when (lookup.Backend is not null)
+        {
+            // Attached but the client is gone before it heard so: what was allocated for it must not leak.
+            lookup.Backend.Release(cleanDisconnect: true);
+            throw;
+        }
         if (option.Option == NbdOption.Info)
         {
             return OptionOutcome.Continue;
@@ -223,7 +267,7 @@ internal sealed partial class NbdConnection
         var lookup = _context.Exports.Lookup(name, Info);
         if (lookup.Succeeded)
         {
-            lookup = lookup.Offer!.Attach();
+            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
         }
         if (!lookup.Succeeded)
         {
@@ -242,7 +286,8 @@ internal sealed partial class NbdConnection
         }
         catch
         {
-            lookup.Backend.Dispose();
+            // The client never got the export: nothing to keep for it.
+            lookup.Backend.Release(cleanDisconnect: true);
             throw;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend.Size, flags, _structuredReplies);

@@ -23,28 +23,35 @@ internal sealed partial class NbdConnection : IAsyncDisposable
     private readonly CancellationTokenSource _abort = new();
     private readonly long _startTimestamp = Stopwatch.GetTimestamp();
     private string _closeReason = "client closed the connection";
+    // Set when the client ended with NBD_CMD_DISC: its swap area is destroyed at once rather than kept for a reconnect.
+    private bool _cleanDisconnect;
 
-    public NbdConnection(NbdServerContext context, Stream stream, string remoteAddress)
+    public NbdConnection(NbdServerContext context, Stream stream, string remoteAddress, System.Net.IPAddress? address = null)
     {
         _context = context;
         _logger = context.Logger;
         _stream = stream;
         _reader = new NbdStreamReader(stream);
         _writer = new ReplyWriter(stream);
-        Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress);
+        Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress, address);
     }
 
     public ConnectionInfo Info { get; }
+    public DateTimeOffset ConnectedAt { get; } = DateTimeOffset.UtcNow;
+    /// <summary>The export in use once the handshake is over; null before.</summary>
+    public string? ExportName => _session.Offer?.Name;
+    public long ExportSize => _session.Backend?.Size ?? 0;
+    public Exports.Swap.SwapArea? SwapArea => (_session.Backend as Exports.Swap.SwapBackend)?.Area;
     public long Id => Info.Id;
     public string Client => Info.RemoteAddress;
 
-    public async Task RunAsync()
+    public async Task RunAsync(bool oldstyle = false)
     {
         ConnectionLog.Connected(_logger, Id, Client);
         BlockBackend? backend = null;
         try
         {
-            var negotiated = await HandshakeAsync();
+            var negotiated = oldstyle ? await OldstyleHandshakeAsync() : await HandshakeAsync();
             if (negotiated is { } session)
             {
                 backend = session.Backend;
@@ -70,7 +77,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         {
             await _abort.CancelAsync();
             await WhenIdleAsync();
-            backend?.Dispose();
+            backend?.Release(_cleanDisconnect);
             await _stream.DisposeAsync();
             _reader.Dispose();
             ConnectionLog.Closed(_logger, Id, Client, Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds, _closeReason, BytesRead, BytesWritten);

@@ -24,14 +24,14 @@ internal sealed class NbdServer : IAsyncDisposable
     public IEnumerable<NbdConnection> Connections => _connections.Values.Select(c => c.Connection);
     public IReadOnlyList<Socket> Listeners => _listeners;
 
-    public void StartListening(Socket listener)
+    public void StartListening(Socket listener, bool oldstyle = false)
     {
         _listeners.Add(listener);
-        ServerLog.Listening(_context.Logger, SocketSetup.Describe(listener.LocalEndPoint));
-        _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener)));
+        ServerLog.Listening(_context.Logger, SocketSetup.Describe(listener.LocalEndPoint) + (oldstyle ? " (oldstyle handshake)" : ""));
+        _acceptLoops.Add(Task.Run(() => AcceptLoopAsync(listener, oldstyle)));
     }
 
-    private async Task AcceptLoopAsync(Socket listener)
+    private async Task AcceptLoopAsync(Socket listener, bool oldstyle)
     {
         var endpoint = SocketSetup.Describe(listener.LocalEndPoint);
         var delay = 0;
@@ -71,18 +71,33 @@ internal sealed class NbdServer : IAsyncDisposable
                 }
                 continue;
             }
-            _ = Serve(socket);
+            _ = Serve(socket, oldstyle);
         }
     }
 
     /// <summary>Serves one connected socket: accepted here, or handed over by inetd.</summary>
-    public Task Serve(Socket socket)
+    public Task Serve(Socket socket, bool oldstyle = false)
     {
         string remote;
+        System.Net.IPAddress? address;
+        Stream stream;
         try
         {
             SocketSetup.TuneAccepted(socket, _context.Options.Tcp);
-            remote = SocketSetup.Describe(socket.RemoteEndPoint);
+            if (socket.Connected)
+            {
+                remote = SocketSetup.Describe(socket.RemoteEndPoint);
+                address = (socket.RemoteEndPoint as System.Net.IPEndPoint)?.Address;
+                stream = new NetworkStream(socket, ownsSocket: true);
+            }
+            else
+            {
+                // Inherited from inetd or systemd: connected, though .NET cannot tell.
+                var peer = InheritedSocketStream.PeerOf(socket);
+                remote = SocketSetup.Describe(peer);
+                address = peer?.Address;
+                stream = new InheritedSocketStream(socket);
+            }
         }
         catch (SocketException)
         {
@@ -90,27 +105,27 @@ internal sealed class NbdServer : IAsyncDisposable
             socket.Dispose();
             return Task.CompletedTask;
         }
-        return Serve(new NetworkStream(socket, ownsSocket: true), remote);
+        return Serve(stream, remote, address, oldstyle);
     }
 
     /// <summary>Serves one connection over any duplex stream.</summary>
-    public Task Serve(Stream stream, string remote)
+    public Task Serve(Stream stream, string remote, System.Net.IPAddress? address = null, bool oldstyle = false)
     {
-        var connection = new NbdConnection(_context, stream, remote);
+        var connection = new NbdConnection(_context, stream, remote, address);
         var started = new TaskCompletionSource();
-        var task = RunAsync(connection, started.Task);
+        var task = RunAsync(connection, started.Task, oldstyle);
         _connections[connection.Id] = (connection, task);
         started.SetResult();
         return task;
     }
 
-    private async Task RunAsync(NbdConnection connection, Task registered)
+    private async Task RunAsync(NbdConnection connection, Task registered, bool oldstyle)
     {
         await registered;
         await Task.Yield();
         try
         {
-            await connection.RunAsync();
+            await connection.RunAsync(oldstyle);
         }
         finally
         {

@@ -67,6 +67,7 @@ internal sealed partial class NbdConnection
                 if (request.Command == NbdCommand.Disc)
                 {
                     _closeReason = "client disconnected (NBD_CMD_DISC)";
+                    _cleanDisconnect = true;
                     clean = true;
                     return;
                 }

@@ -48,9 +48,14 @@ internal static class ConfigFile
         {
             var name = KeyPath(table.Name);
             var line = Line(table);
+            if (table is TableArraySyntax && name is ["swap-rule"])
+            {
+                ApplySwapRule(path, settings, table);
+                continue;
+            }
             if (table is not TableSyntax || name.Count != 2 || name[0] != "exports")
             {
-                throw new ConfigFileException(path, line, string.Join('.', name), "unknown table (known: [exports.NAME])");
+                throw new ConfigFileException(path, line, string.Join('.', name), "unknown table (known: [exports.NAME], [[swap-rule]])");
             }
             ApplyExport(path, settings, name[1], table);
         }
@@ -128,6 +133,40 @@ internal static class ConfigFile
         catch (SettingValueException e)
         {
             throw new ConfigFileException(path, Line(table), $"exports.{name}", e.Message);
+        }
+    }
+
+    private static void ApplySwapRule(string path, DaemonSettings settings, TableSyntaxBase table)
+    {
+        string? subnet = null;
+        string? size = null;
+        foreach (var item in table.Items)
+        {
+            var key = string.Join('.', KeyPath(item.Key));
+            var value = Scalar(path, Line(item), $"swap-rule.{key}", item.Value);
+            switch (key)
+            {
+                case "subnet":
+                    subnet = value;
+                    break;
+                case "size":
+                    size = value;
+                    break;
+                default:
+                    throw new ConfigFileException(path, Line(item), $"swap-rule.{key}", "unknown swap-rule setting (known: subnet, size)");
+            }
+        }
+        if (subnet is null || size is null)
+        {
+            throw new ConfigFileException(path, Line(table), "swap-rule", "needs both 'subnet' and 'size'");
+        }
+        try
+        {
+            settings.Swap.Rules.Add(SettingTable.SwapRule(subnet, size));
+        }
+        catch (SettingValueException e)
+        {
+            throw new ConfigFileException(path, Line(table), "swap-rule", e.Message);
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Net;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Exports.Swap;
 using NetSwap.Server.Hosting;
 
 namespace NetSwap.Daemon.Configuration;
@@ -23,6 +24,12 @@ internal sealed class DaemonSettings
     public bool ShowHelp { get; set; }
     public bool ShowVersion { get; set; }
     public bool CheckConfig { get; set; }
+    public SwapOptions Swap { get; } = new();
+    public bool SwapDirectoryFromSettings { get; set; }
+    public bool Inetd { get; set; }
+    public List<IPEndPoint> OldstyleListen { get; } = [];
+    public string? ControlSocket { get; set; }
+    public string LogTarget { get; set; } = "auto";
 
     public IReadOnlyList<IPEndPoint> EffectiveListen => Listen ?? DefaultListen;
 }
@@ -85,6 +92,39 @@ internal static class SettingTable
             static (s, v, _) => s.Server.Tcp.KeepAliveCount = ValueParsers.Integer(v, 1, 127)),
         new("tcp-user-timeout", "DURATION", "TCP_USER_TIMEOUT: unacknowledged data older than this ends the connection. Default: 60s.",
             static (s, v, _) => s.Server.Tcp.UserTimeout = ValueParsers.Duration(v)),
+        new("swap", "on|off", "Swap on demand: the names swap, swap/TOKEN (and \"\" when there are no file exports) give each connection a private swap area. Default: on.",
+            static (s, v, _) => s.Swap.Enabled = ValueParsers.Boolean(v)),
+        new("swap-dir", "DIR", $"Where swap areas live (nameless files, mode 0600, in a 0700 directory). Default: {SwapOptions.DefaultDirectory}; a per-user directory when not root.",
+            static (s, v, _) => { s.Swap.Directory = Path.GetFullPath(v); s.SwapDirectoryFromSettings = true; }),
+        new("swap-size", "SIZE", "Size of a client's area when it asks for none and no swap-rule matches. Default: 512M.",
+            static (s, v, _) => s.Swap.DefaultSize = AtLeast(ValueParsers.Size(v), 40960)),
+        new("swap-max-size", "SIZE", "Largest area a client may ask for in the export name (swap:SIZE). Default: 4G.",
+            static (s, v, _) => s.Swap.MaxSize = AtLeast(ValueParsers.Size(v), 40960)),
+        new("swap-budget", "SIZE", "Total size of all swap areas at once; 0: limited only by the free-space reserve. Default: 0.",
+            static (s, v, _) => s.Swap.Budget = ValueParsers.Size(v)),
+        new("swap-reserve", "PERCENT", "Part of the swap file system never handed out. Default: 5%.",
+            static (s, v, _) => s.Swap.ReservePercent = ValueParsers.Percent(v)),
+        new("swap-allocation", "reserve|sparse", "reserve: fallocate each area at connect (no ENOSPC while swapping); sparse: thin provisioning. Default: reserve.",
+            static (s, v, _) => s.Swap.Allocation = v.Trim() switch
+            {
+                "reserve" => SwapAllocation.Reserve,
+                "sparse" => SwapAllocation.Sparse,
+                _ => throw new SettingValueException($"'{v}' is not reserve or sparse"),
+            }),
+        new("swap-format", "on|off", "Hand areas out with a Linux swap header (SWAPSPACE2, label netswap): swapon works without mkswap. Default: on.",
+            static (s, v, _) => s.Swap.Format = ValueParsers.Boolean(v)),
+        new("swap-grace", "DURATION", "How long the area of swap/TOKEN survives an unclean disconnect for the same client to reconnect. Default: 90s.",
+            static (s, v, _) => s.Swap.Grace = ValueParsers.Duration(v)),
+        new("swap-rule", "SUBNET=SIZE", "Default swap size for clients in SUBNET (most specific wins); repeatable. Config file: [[swap-rule]] tables with subnet and size.",
+            static (s, v, _) => s.Swap.Rules.Add(ParseSwapRule(v)), InConfigFile: false, Repeatable: true),
+        new("inetd", null, "Serve the one connection on standard input (inetd/xinetd), then exit.",
+            static (s, _, _) => s.Inetd = true, InConfigFile: false),
+        new("oldstyle-listen", "ADDR:PORT", "Also listen for oldstyle-handshake clients (nbd-client before 3.10): each gets a swap area of the default size; repeatable.",
+            static (s, v, _) => s.OldstyleListen.Add(ValueParsers.Endpoint(v)), Repeatable: true),
+        new("control-socket", "PATH", "Unix socket for `netswapd status` (mode 0600 in a 0700 directory). Default: /run/netswap/netswapd.sock; a per-user path when not root.",
+            static (s, v, _) => s.ControlSocket = Path.GetFullPath(v)),
+        new("log", "auto|stderr|syslog", "Where logs go. auto: stderr, or syslog when stderr is the client's socket (inetd). Never stdout. Default: auto.",
+            static (s, v, _) => s.LogTarget = v.Trim() is "auto" or "stderr" or "syslog" ? v.Trim() : throw new SettingValueException($"'{v}' is not auto, stderr or syslog")),
         new("verbose", null, "More log detail: -v for debug, -vv for trace. In the config file: verbose = 0, 1 or 2.",
             static (s, v, source) => s.Verbosity = source == SettingSource.CommandLine ? s.Verbosity + 1 : ValueParsers.Integer(v, 0, 2), Short: 'v'),
         new("quiet", null, "Log warnings and errors only.", static (s, _, _) => s.Verbosity = -1, Short: 'q'),
@@ -101,6 +141,26 @@ internal static class SettingTable
 
     private static long AtLeast(long value, long minimum) =>
         value >= minimum ? value : throw new SettingValueException($"must be at least {minimum} bytes");
+
+    /// <summary>SUBNET=SIZE: the command-line form of a swap size rule.</summary>
+    public static SwapSizeRule ParseSwapRule(string text)
+    {
+        var equals = text.LastIndexOf('=');
+        if (equals <= 0)
+        {
+            throw new SettingValueException($"'{text}' is not SUBNET=SIZE (example: 10.0.5.0/24=1G)");
+        }
+        return SwapRule(text[..equals], text[(equals + 1)..]);
+    }
+
+    public static SwapSizeRule SwapRule(string subnet, string size)
+    {
+        if (!IPNetwork.TryParse(subnet.Trim(), out var network))
+        {
+            throw new SettingValueException($"'{subnet}' is not a subnet (examples: 10.0.5.0/24, fd00::/64)");
+        }
+        return new SwapSizeRule(network, AtLeast(ValueParsers.Size(size), 40960));
+    }
 
     /// <summary>NAME=PATH[,readonly]: the command-line form of an export.</summary>
     public static ExportDefinition ParseExport(string text)

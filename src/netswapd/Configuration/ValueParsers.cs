@@ -59,6 +59,17 @@ internal static class ValueParsers
         return value * scale;
     }
 
+    /// <summary>"5%" or "5": a percentage from 0 to 100.</summary>
+    public static double Percent(string text)
+    {
+        var t = text.Trim().TrimEnd('%');
+        if (!double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value < 0 || value > 100)
+        {
+            throw new SettingValueException($"'{text}' is not a percentage from 0 to 100");
+        }
+        return value;
+    }
+
     public static int Integer(string text, int minimum, int maximum)
     {
         if (!int.TryParse(text.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) || value < minimum || value > maximum)

@@ -61,7 +61,7 @@ public class DaemonProcessTests
         {
             f.SetLength(16 << 20);
         }
-        await using var daemon = DaemonProcess.Start("--listen", "127.0.0.1:0", "--export", $"disk={image}", "-v");
+        await using var daemon = DaemonProcess.Start("--listen", "127.0.0.1:0", "--export", $"disk={image}", "--swap", "off", "-v");
         var port = await daemon.WaitForPortAsync();
         Assert.True(await daemon.WaitForLogAsync("export 'disk'"));
 
@@ -95,7 +95,7 @@ public class DaemonProcessTests
     [Fact]
     public async Task CheckConfig_ValidatesWithoutServing()
     {
-        var (code, stdout, _) = await DaemonProcess.RunToEndAsync("--check-config", "--listen", "127.0.0.1:1");
+        var (code, stdout, _) = await DaemonProcess.RunToEndAsync("--check-config", "--listen", "127.0.0.1:1", "--swap", "off");
         Assert.Equal(0, code);
         Assert.Contains("configuration valid", stdout);
     }

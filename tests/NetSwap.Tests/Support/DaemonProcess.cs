@@ -23,6 +23,9 @@ public sealed partial class DaemonProcess : IAsyncDisposable
 
     public static string DaemonDll => Path.Combine(AppContext.BaseDirectory, "netswapd.dll");
 
+    /// <summary>The control socket of this instance (each test daemon gets its own, never /run/netswap).</summary>
+    public string ControlSocket { get; private set; } = "";
+
     public int Pid => _process.Id;
 
     public string Stderr
@@ -35,21 +38,34 @@ public sealed partial class DaemonProcess : IAsyncDisposable
         get { lock (_stdout) { return _stdout.ToString(); } }
     }
 
-    public static DaemonProcess Start(params string[] args)
+    public static DaemonProcess Start(params string[] args) => StartWith(null, args);
+
+    /// <summary>Starts netswapd, optionally under a wrapper (ip netns exec …, systemd-socket-activate …).</summary>
+    public static DaemonProcess StartWith(string[]? wrapper, params string[] args)
     {
-        var start = new ProcessStartInfo("dotnet")
+        var control = "";
+        if (!args.Contains("--control-socket") && !args.Contains("--help") && !args.Contains("--version"))
+        {
+            control = Path.Combine(Directory.CreateTempSubdirectory("netswap-ctl-").FullName, "netswapd.sock");
+            args = [.. args, "--control-socket", control];
+        }
+        var start = new ProcessStartInfo(wrapper is null ? "dotnet" : wrapper[0])
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        foreach (var arg in wrapper is null ? [] : wrapper[1..].Append("dotnet"))
+        {
+            start.ArgumentList.Add(arg);
+        }
         start.ArgumentList.Add(DaemonDll);
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
         }
-        return new DaemonProcess(Process.Start(start)!);
+        return new DaemonProcess(Process.Start(start)!) { ControlSocket = control };
     }
 
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunToEndAsync(params string[] args)
@@ -101,6 +117,16 @@ public sealed partial class DaemonProcess : IAsyncDisposable
     private static extern int kill(int pid, int signal);
 
     public void Signal(int signal) => Assert.Equal(0, kill(_process.Id, signal));
+
+    public bool HasExited => _process.HasExited;
+
+    /// <summary>`netswapd status --json` against this daemon, parsed.</summary>
+    public async Task<NetSwap.Protocol.Control.ServerStatus> StatusAsync()
+    {
+        var (code, stdout, stderr) = await RunToEndAsync("status", "--json", "--control-socket", ControlSocket);
+        Assert.True(code == 0, stderr);
+        return NetSwap.Protocol.Control.ControlJsonContext.Deserialize(stdout)!;
+    }
 
     public async Task<int> WaitForExitAsync(TimeSpan timeout)
     {

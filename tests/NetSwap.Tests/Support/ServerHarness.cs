@@ -3,6 +3,7 @@ using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Exports.Swap;
 using NetSwap.Server.Hosting;
 using NetSwap.Server.Transport;
 
@@ -52,6 +53,41 @@ public sealed class ServerHarness : IAsyncDisposable
         var logger = new CapturingLogger();
         var catalog = new FileExportCatalog(definitions, null);
         return Task.FromResult(Start(directory, catalog, catalog, options, logger));
+    }
+
+    /// <summary>A swap server (no file exports unless given) whose areas live in <paramref name="swapDirectory"/>.</summary>
+    internal static ServerHarness StartSwap(string swapDirectory, Action<SwapOptions>? configureSwap = null, Action<NbdServerOptions>? configure = null, params (string Name, long Size, bool ReadOnly)[] exports)
+    {
+        var logger = new CapturingLogger();
+        var swapOptions = new SwapOptions { Directory = swapDirectory, DefaultSize = 16L << 20, Grace = TimeSpan.FromSeconds(30) };
+        configureSwap?.Invoke(swapOptions);
+        var directory = SwapDirectory.Prepare(swapOptions.Directory, isDefault: false, out _);
+        var registry = new SwapAreaRegistry(swapOptions, directory, logger);
+        var temp = System.IO.Directory.CreateTempSubdirectory("netswap-test-").FullName;
+        var definitions = exports.Select(e =>
+        {
+            var path = System.IO.Path.Combine(temp, e.Name + ".img");
+            using (var file = File.Create(path))
+            {
+                file.SetLength(e.Size);
+            }
+            return new ExportDefinition(e.Name, path, e.ReadOnly, null);
+        }).ToList();
+        var catalog = new ExportCatalog(new FileExportCatalog(definitions, null), new SwapExportSource(registry));
+        var options = new NbdServerOptions();
+        configure?.Invoke(options);
+        return Start(temp, catalog, catalog, options, logger);
+    }
+
+    internal SwapAreaRegistry Registry => ((ExportCatalog)Context.Exports).Swap!.Registry;
+
+    /// <summary>Connects from a chosen loopback source address (127.0.0.0/8 offers many), to test per-address rules.</summary>
+    public async Task<TestNbdClient> ConnectFromAsync(string sourceAddress)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        socket.Bind(new IPEndPoint(IPAddress.Parse(sourceAddress), 0));
+        await socket.ConnectAsync(IPAddress.Loopback, Port);
+        return new TestNbdClient(new NetworkStream(socket, ownsSocket: true));
     }
 
     /// <summary>A server over any catalog (test doubles for failures a real file cannot produce on demand).</summary>
