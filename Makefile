@@ -40,11 +40,17 @@ dist:
 	install -m 0755 dist/.netswap/netswap dist/netswap
 	rm -rf dist/.netswapd dist/.netswap
 
+DOCDIR    = $(DESTDIR)$(PREFIX)/share/doc/netswap
+
+## Install the executables, the systemd units, the example configuration and the inetd/xinetd/services examples.
 install: dist
-	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DESTDIR)/var/lib/netswap
+	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
 	install -m 0755 dist/netswap $(BINDIR)/netswap
+	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket $(UNITDIR)/
 	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
+	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
+	install -m 0644 README.md docs/*.md $(DOCDIR)/
 
 ## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
 bench: dist

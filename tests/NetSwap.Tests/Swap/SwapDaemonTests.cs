@@ -145,18 +145,35 @@ public class SwapDaemonTests
     }
 
     [Fact]
-    public async Task SocketActivation_ServesARealClient()
+    public async Task SocketActivation_WithTwoSockets_ServesRealClientsOnBoth()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
         var port = FreePort();
-        await using var launcher = DaemonProcess.StartWith(["systemd-socket-activate", "-l", $"127.0.0.1:{port}"], "--swap-dir", fs.Path, "--swap-size", "64M");
+        var second = FreePort();
+        await using var launcher = DaemonProcess.StartWith(["systemd-socket-activate", "-l", $"127.0.0.1:{port}", "-l", $"127.0.0.1:{second}"],
+            "--swap-dir", fs.Path, "--swap-size", "64M");
         await WaitForListenerAsync(port, launcher);
         var info = await ExternalTool.RunOkAsync("nbdinfo", "--json", $"nbd://127.0.0.1:{port}/swap:48M");
         Assert.Contains("\"export-size\": 50331648", info);
         Assert.True(await launcher.WaitForLogAsync($"listening on 127.0.0.1:{port}"), launcher.Stderr);
-        Assert.DoesNotContain("9572", launcher.Stderr);   // the embedded default is not bound beside the passed socket
-        var io = await ExternalTool.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 7 1M 1M", "-c", "read -P 7 1M 1M", $"nbd://127.0.0.1:{port}/swap"]);
+        Assert.True(await launcher.WaitForLogAsync($"listening on 127.0.0.1:{second}"), launcher.Stderr);
+        Assert.DoesNotContain(":9572", launcher.Stderr);   // the embedded default is not bound beside the passed sockets
+        var io = await ExternalTool.RunAsync("qemu-io", ["-f", "raw", "-c", "write -P 7 1M 1M", "-c", "read -P 7 1M 1M", $"nbd://127.0.0.1:{second}/swap"]);
         Assert.True(io.ExitCode == 0 && !io.All.Contains("fail", StringComparison.OrdinalIgnoreCase), io.All);
+    }
+
+    [Fact]
+    public void SocketActivationVariables_MeantForAnotherProcess_AreIgnoredAndRemoved()
+    {
+        Environment.SetEnvironmentVariable("LISTEN_PID", "1");
+        Environment.SetEnvironmentVariable("LISTEN_FDS", "2");
+        Environment.SetEnvironmentVariable("LISTEN_FDNAMES", "a:b");
+        var (listening, connected) = NetSwap.Daemon.SystemdActivation.TakeSockets();
+        Assert.Empty(listening);
+        Assert.Empty(connected);
+        Assert.Null(Environment.GetEnvironmentVariable("LISTEN_PID"));
+        Assert.Null(Environment.GetEnvironmentVariable("LISTEN_FDS"));
+        Assert.Null(Environment.GetEnvironmentVariable("LISTEN_FDNAMES"));
     }
 
     [Fact]

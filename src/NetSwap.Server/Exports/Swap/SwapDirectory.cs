@@ -79,10 +79,7 @@ internal sealed partial class SwapDirectory
     private static string CreatePrivate(string path)
     {
         var info = System.IO.Directory.CreateDirectory(path);
-        if (info.LinkTarget is not null)
-        {
-            throw new IOException($"swap directory {path} is a symbolic link");
-        }
+        // Fails (EPERM) on a directory someone else owns, e.g. a /var/tmp path planted by another user: refuse it.
         File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         return info.FullName;
     }
