@@ -13,7 +13,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench clean
+.PHONY: all build run test test-deps dist install bench e2e clean
 
 all: build
 
@@ -51,6 +51,10 @@ install: dist
 	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
 	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
 	install -m 0644 README.md docs/*.md $(DOCDIR)/
+
+## The end-to-end proof on a real kernel (QEMU guest, TCG); `make test` runs it too.
+e2e: test-deps dist
+	tests/e2e/run.sh basic
 
 ## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
 bench: dist

@@ -14,6 +14,15 @@ packages=(
   iproute2            # network namespaces
   openssl             # TLS test certificates
   procps              # ps, pkill
+  util-linux          # blkid, mount
+  qemu-system-x86     # the end-to-end guest (TCG)
+  busybox-static      # the guest's userland
+  cpio                # the guest's initramfs
+  gcc                 # the guest's static workload
+  libc6-dev           # static libc for it
+  xz-utils            # compressed kernel modules
+  file                # checks busybox is static
+  python3             # JSON in the e2e script
 )
 
 missing=()

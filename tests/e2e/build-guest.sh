@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the end-to-end guest from Debian packages into OUT (default tests/e2e/build): Debian 12's kernel (downloaded
+# with apt-get download and unpacked, never installed), nbd.ko and e1000.ko, an initramfs with busybox-static,
+# Debian's nbd-client and the libraries it links, and the static memtest workload. Reuses OUT when it is complete.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/build}
+mkdir -p "$out"
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$here/init.sh" ] && [ "$out/initrd.gz" -nt "$here/memtest.c" ]; then
+  echo "e2e guest: up to date in $out"
+  exit 0
+fi
+for tool in qemu-system-x86_64 busybox nbd-client cpio gcc; do
+  command -v "$tool" >/dev/null || { echo "e2e guest: $tool missing (make test-deps installs it)" >&2; exit 1; }
+done
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The kernel: the version linux-image-amd64 points at.
+image=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
+[ -n "$image" ] || { echo "e2e guest: cannot find the kernel package (apt-get update?)" >&2; exit 1; }
+(cd "$work" && apt-get download "$image" >/dev/null)
+dpkg -x "$work"/linux-image-*.deb "$work/kernel"
+cp "$work"/kernel/boot/vmlinuz-* "$out/vmlinuz"
+modules=$(echo "$work"/kernel/lib/modules/*)
+
+root="$work/root"
+mkdir -p "$root"/{bin,dev,proc,sys,lib/modules,etc,tmp}
+for module in drivers/block/nbd.ko drivers/net/ethernet/intel/e1000/e1000.ko; do
+  src="$modules/kernel/$module"
+  [ -f "$src" ] || src="$src.xz"
+  case $src in *.xz) xz -dc "$src" > "$root/lib/modules/$(basename "${module}")" ;; *) cp "$src" "$root/lib/modules/" ;; esac
+done
+cp "$(command -v busybox)" "$root/bin/busybox"
+file "$root/bin/busybox" | grep -q 'statically linked' || { echo "e2e guest: busybox must be busybox-static" >&2; exit 1; }
+# nbd-client with every shared library it needs, at the same paths.
+nbd=$(command -v nbd-client)
+cp "$nbd" "$root/bin/nbd-client"
+for lib in $(ldd "$nbd" | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+gcc -static -O2 -o "$root/bin/memtest" "$here/memtest.c"
+install -m 0755 "$here/init.sh" "$root/init"
+echo "root:x:0:0:root:/:/bin/sh" > "$root/etc/passwd"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz.tmp"
+mv "$out/initrd.gz.tmp" "$out/initrd.gz"
+echo "$image" > "$out/kernel-version"
+echo "e2e guest: built $out ($image, initrd $(du -h "$out/initrd.gz" | cut -f1))"

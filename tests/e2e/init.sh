@@ -1,0 +1,45 @@
+#!/bin/busybox sh
+# PID 1 of the end-to-end guest: brings up the network, attaches swap over NBD from the NetSwap server, runs the
+# workload and reports a verdict on the serial console. Parameters come from the kernel command line (netswap.*).
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+say() { echo "NETSWAP-E2E: $*"; }
+param() { sed -n "s/.*netswap\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
+finish() {
+    say "VERDICT $1"
+    sync
+    poweroff -f
+}
+trap 'finish FAIL' EXIT
+
+insmod /lib/modules/e1000.ko || finish FAIL
+insmod /lib/modules/nbd.ko nbds_max=4 || finish FAIL
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+
+SERVER=$(param server)
+PORT=$(param port)
+TOKEN=$(param token)
+REGION=$(param region)
+LOCK=$(param lock)
+say "memory: $(grep MemTotal /proc/meminfo)"
+say "attaching swap/$TOKEN from $SERVER:$PORT"
+nbd-client "$SERVER" "$PORT" -N "swap/$TOKEN" /dev/nbd0 -swap -b 4096 || finish FAIL
+# No mkswap: the server hands the area out with a swap header already written.
+swapon /dev/nbd0 || finish FAIL
+say "swaps: $(tail -n +2 /proc/swaps)"
+before_in=$(sed -n 's/^pswpin //p' /proc/vmstat)
+before_out=$(sed -n 's/^pswpout //p' /proc/vmstat)
+start=$(cut -d' ' -f1 /proc/uptime)
+/bin/memtest "$REGION" "$LOCK"
+result=$?
+end=$(cut -d' ' -f1 /proc/uptime)
+say "pages swapped in $(( $(sed -n 's/^pswpin //p' /proc/vmstat) - before_in )) out $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) workload ${start}s..${end}s"
+swapoff /dev/nbd0 || result=1
+nbd-client -d /dev/nbd0 || result=1
+trap - EXIT
+if [ "$result" -eq 0 ]; then finish PASS; else finish FAIL; fi

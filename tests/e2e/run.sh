@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One end-to-end scenario: netswapd on the host (swap areas on a private tmpfs), a Debian 12 guest under QEMU (TCG)
+# with little RAM attaching swap from it with the kernel's NBD client, and a workload twice the usable RAM with every
+# page verified. Prints the guest's console and the server's log on failure; exit 0 only on a verified pass.
+#
+#   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default)
+#   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
+#   E2E_LOG_DIR=DIR                      keep the console and server logs there
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+scenario=${1:-basic}
+read -r -a netswapd <<<"${NETSWAPD:-$top/dist/netswapd}"
+build=${E2E_BUILD:-$here/build}
+region=${E2E_REGION_MIB:-64}
+lock=${E2E_LOCK_MIB:-46}
+
+"$here/build-guest.sh" "$build"
+
+work=$(mktemp -d /tmp/netswap-e2e.XXXXXX)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  umount -l "$work/swap" 2>/dev/null || true
+  if [ -n "${E2E_LOG_DIR:-}" ]; then mkdir -p "$E2E_LOG_DIR"; cp "$work"/*.log "$E2E_LOG_DIR/" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/swap"
+mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"${netswapd[@]}" --listen "127.0.0.1:$port" --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
+  --control-socket "$work/control.sock" -v > "$work/netswapd.log" 2>&1 &
+server_pid=$!
+for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/netswapd.log" && break; sleep 0.05; done
+grep -q "netswapd ready" "$work/netswapd.log" || { cat "$work/netswapd.log"; echo "e2e: netswapd did not start" >&2; exit 1; }
+
+started=$(date +%s)
+# 10.0.2.2 is the host's loopback seen from QEMU's user network.
+timeout 900 qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
+  -serial "file:$work/console.log" -no-reboot \
+  -kernel "$build/vmlinuz" -initrd "$build/initrd.gz" \
+  -append "console=ttyS0 panic=-1 loglevel=4 netswap.server=10.0.2.2 netswap.port=$port netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock" \
+  -nic user,model=e1000 || true
+elapsed=$(( $(date +%s) - started ))
+
+# After the guest powered off, the server must hold no area and no bytes.
+sleep 1
+areas=$("${netswapd[@]}" status --json --control-socket "$work/control.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["swap"]["areas"]))')
+used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
+
+grep "NETSWAP-E2E\|MEMTEST\|memtest:" "$work/console.log" || true
+verdict=FAIL
+if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/console.log" && grep -q "MEMTEST PASS" "$work/console.log" \
+   && grep -q "created" "$work/netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then
+  verdict=PASS
+fi
+echo "e2e $scenario: $verdict in ${elapsed}s; server areas after power-off: $areas, bytes on disk: $used"
+if [ "$verdict" != PASS ]; then
+  echo "---- guest console ----"; cat "$work/console.log"
+  echo "---- netswapd log ----"; cat "$work/netswapd.log"
+  exit 1
+fi
