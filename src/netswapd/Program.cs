@@ -9,6 +9,7 @@ return await Daemon.RunAsync(args);
 namespace NetSwap.Daemon
 {
     using NetSwap.Daemon.Logging;
+    using NetSwap.Server.Access;
     using NetSwap.Server.Exports;
     using NetSwap.Server.Exports.Swap;
     using NetSwap.Server.Hosting;
@@ -82,7 +83,18 @@ namespace NetSwap.Daemon
                 return ExitOk;
             }
 
-            var context = new NbdServerContext(catalog, settings.Server, logger);
+            AccessPolicy policy;
+            try
+            {
+                policy = BuildPolicy(settings);
+            }
+            catch (Exception e) when (e is IOException or FormatException)
+            {
+                DaemonLog.StartFailed(logger, e.Message);
+                return ExitFailure;
+            }
+            LogPolicy(logger, policy);
+            var context = new NbdServerContext(catalog, settings.Server, logger, policy);
             ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.ShutdownTimeout);
             await using var server = new NbdServer(context);
             var startedAt = DateTimeOffset.UtcNow;
@@ -144,6 +156,11 @@ namespace NetSwap.Daemon
             var stop = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; stop.TrySetResult(); });
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => { c.Cancel = true; stop.TrySetResult(); });
+            using var sighup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, c =>
+            {
+                c.Cancel = true;
+                _ = Task.Run(() => Reload(args, context, logger));
+            });
             DaemonLog.Ready(logger, Environment.ProcessId);
             if (connected.Count > 0 && server.Listeners.Count == 0)
             {
@@ -164,6 +181,68 @@ namespace NetSwap.Daemon
                 await control.DisposeAsync();
             }
             return ExitOk;
+        }
+
+        /// <summary>
+        /// SIGHUP: reads the configuration again and swaps in the new access rules, limits and client list; connected
+        /// clients keep their connections. A broken configuration is refused whole and the one in force stays.
+        /// </summary>
+        private static void Reload(string[] args, NbdServerContext context, ILogger logger)
+        {
+            try
+            {
+                var settings = LoadSettings(args);
+                var policy = BuildPolicy(settings);
+                context.Policy = policy;
+                DaemonLog.Reloaded(logger, settings.ConfigPath ?? "(no config file)");
+                LogPolicy(logger, policy);
+            }
+            catch (Exception e) when (e is ConfigFileException or UsageException or IOException or FormatException)
+            {
+                DaemonLog.ReloadRejected(logger, e.Message);
+            }
+        }
+
+        /// <summary>The access rules: the configured ones, or (without any allow rule) loopback and this host's subnets.</summary>
+        internal static AccessPolicy BuildPolicy(DaemonSettings settings)
+        {
+            var rules = new List<AddressRule>();
+            if (settings.Allow.Count == 0)
+            {
+                rules.AddRange(AddressRuleSet.LocalDefaults());
+            }
+            rules.AddRange(settings.Allow);
+            rules.AddRange(settings.Deny);
+            var perExport = new Dictionary<string, AddressRuleSet>(StringComparer.Ordinal);
+            foreach (var export in settings.Exports.Where(e => e.Rules.Count > 0))
+            {
+                perExport[export.Name] = new AddressRuleSet(export.Rules);
+            }
+            if (settings.SwapRules.Count > 0)
+            {
+                perExport[NetSwap.Protocol.Swap.SwapExportName.Prefix] = new AddressRuleSet(settings.SwapRules);
+            }
+            var clients = settings.ClientsFile is null ? null : new ClientList(settings.ClientsFile);
+            return new AccessPolicy(new AddressRuleSet(rules), perExport, clients, settings.Limits);
+        }
+
+        private static void LogPolicy(ILogger logger, AccessPolicy policy)
+        {
+            foreach (var rule in policy.Global.Rules)
+            {
+                ServerLog.AccessRule(logger, rule.ToString());
+            }
+            foreach (var (export, rules) in policy.PerExport)
+            {
+                foreach (var rule in rules.Rules)
+                {
+                    ServerLog.AccessRule(logger, $"export '{export}': {rule}");
+                }
+            }
+            ServerLog.AccessRule(logger, "anything no rule matches is denied");
+            var l = policy.Limits;
+            ServerLog.AccessLimits(logger, l.MaxClients, l.MaxClientsPerAddress, l.MaxClientsPerExport, l.ConnectionRate, l.ConnectionBurst,
+                l.BandwidthPerClient, l.BandwidthTotal, policy.Clients is null ? "none" : $"{policy.Clients.Path} ({policy.Clients.Count} entries)");
         }
 
         public static string Version => typeof(Daemon).Assembly.GetName().Version?.ToString(3) ?? "0";
@@ -270,6 +349,12 @@ namespace NetSwap.Daemon
 
         [LoggerMessage(1003, LogLevel.Warning, "no control socket ({Reason}): `netswapd status` will not work")]
         public static partial void ControlUnavailable(ILogger logger, string reason);
+
+        [LoggerMessage(1005, LogLevel.Information, "SIGHUP: configuration reloaded from {Path}; connected clients keep their connections")]
+        public static partial void Reloaded(ILogger logger, string path);
+
+        [LoggerMessage(1006, LogLevel.Error, "SIGHUP: new configuration rejected, the previous one stays in force: {Reason}")]
+        public static partial void ReloadRejected(ILogger logger, string reason);
 
         [LoggerMessage(1004, LogLevel.Information, "swap rule: clients in {Subnet} get {Size} B by default")]
         public static partial void SwapRule(ILogger logger, string subnet, long size);

@@ -12,6 +12,9 @@ internal abstract class ExportOffer
     public abstract bool IsReadOnly { get; }
     public abstract bool CanMultiConn { get; }
 
+    /// <summary>The name access rules and per-export limits know the export by ("swap" for every swap area).</summary>
+    public virtual string PolicyName => Name;
+
     /// <summary>Called only once NBD_OPT_GO or NBD_OPT_EXPORT_NAME has been accepted: allocates what the connection needs.</summary>
     public abstract ValueTask<ExportLookup> AttachAsync(AttachContext context);
 
@@ -111,7 +114,11 @@ internal sealed class FileExportCatalog : IExportCatalog, IDisposable
     }
 }
 
-internal sealed record ExportDefinition(string Name, string Path, bool ReadOnly, string? Description);
+internal sealed record ExportDefinition(string Name, string Path, bool ReadOnly, string? Description)
+{
+    /// <summary>Rules of this export alone (allow/deny in its [exports.NAME] table).</summary>
+    public List<Access.AddressRule> Rules { get; init; } = [];
+}
 
 /// <summary>One configured file export: one shared descriptor, so every connection sees the same data (multi-conn).</summary>
 internal sealed class FileExport : ExportOffer, IDisposable

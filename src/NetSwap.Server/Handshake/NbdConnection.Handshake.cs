@@ -15,6 +15,57 @@ internal sealed partial class NbdConnection
 
     private bool _noZeroes;
     private bool _structuredReplies;
+    // Why the access rules refuse this client (null: admitted). A refused client still gets answers: NBD_REP_ERR_POLICY.
+    private string? _refusal;
+    // The export this connection is counted in (max-clients-per-export), left when the connection ends.
+    private string? _countedExport;
+
+    /// <summary>
+    /// Looks an export up for this client and applies the export's own rules; with <paramref name="attach"/>, also the
+    /// per-export client limit and then the attach itself, the only step that allocates anything.
+    /// </summary>
+    private async ValueTask<ExportLookup> ResolveAsync(string name, bool attach, CancellationToken cancellationToken)
+    {
+        var lookup = _context.Exports.Lookup(name, Info);
+        if (!lookup.Succeeded)
+        {
+            return lookup;
+        }
+        var offer = lookup.Offer!;
+        if (_context.Policy.CheckExport(offer.PolicyName, Info.Address) is { } denied)
+        {
+            ConnectionLog.AccessDenied(_logger, Id, Client, denied);
+            return ExportLookup.Refused(NbdOptionReplyType.ErrPolicy, $"access to '{name}' denied by the server's rules");
+        }
+        if (!attach)
+        {
+            return lookup;
+        }
+        if (!_context.TryEnterExport(offer.PolicyName))
+        {
+            return ExportLookup.Refused(NbdOptionReplyType.ErrPolicy, $"max-clients-per-export reached for '{offer.PolicyName}'");
+        }
+        lookup = await offer.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
+        if (lookup.Succeeded)
+        {
+            _countedExport = offer.PolicyName;
+        }
+        else
+        {
+            _context.LeaveExport(offer.PolicyName);
+        }
+        return lookup;
+    }
+
+    /// <summary>Gives back the per-export count taken by a successful attach.</summary>
+    private void LeaveExport()
+    {
+        if (_countedExport is not null)
+        {
+            _context.LeaveExport(_countedExport);
+            _countedExport = null;
+        }
+    }
 
     /// <summary>Runs option haggling under the handshake deadline. Null: the client left, was refused, or broke the rules.</summary>
     private async Task<NegotiatedSession?> HandshakeAsync()
@@ -41,11 +92,11 @@ internal sealed partial class NbdConnection
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
         deadline.CancelAfter(_context.Options.HandshakeTimeout);
-        var lookup = _context.Exports.Lookup(Protocol.Swap.SwapExportName.Prefix, Info);
-        if (lookup.Succeeded)
+        if (_context.Policy.CheckClient(Info.Address) is { } refusal)
         {
-            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), deadline.Token));
+            return Refuse($"refused by the access rules: {refusal}");
         }
+        var lookup = await ResolveAsync(Protocol.Swap.SwapExportName.Prefix, attach: true, deadline.Token);
         if (!lookup.Succeeded)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, "(oldstyle)", lookup.Error, lookup.Message ?? "");
@@ -62,6 +113,7 @@ internal sealed partial class NbdConnection
         catch
         {
             lookup.Backend.Release(cleanDisconnect: true);
+            LeaveExport();
             throw;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, lookup.Offer.Name + " (oldstyle)", lookup.Backend.Size, flags, false);
@@ -85,6 +137,11 @@ internal sealed partial class NbdConnection
             return Refuse($"unknown client flags 0x{(uint)clientFlags:x8}");
         }
         _noZeroes = (clientFlags & NbdClientFlags.NoZeroes) != 0;
+        _refusal = _context.Policy.CheckClient(Info.Address);
+        if (_refusal is not null)
+        {
+            ConnectionLog.AccessDenied(_logger, Id, Client, _refusal);
+        }
 
         for (var count = 1; ; count++)
         {
@@ -139,6 +196,17 @@ internal sealed partial class NbdConnection
                 return OptionOutcome.End;
             }
             await ReplyAsync(option, NbdOptionReplyType.ErrShutdown, "server is shutting down", cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        if (_refusal is not null && option.Option != NbdOption.Abort)
+        {
+            // Refused clients learn nothing but that: no export names, no sizes, nothing allocated.
+            if (option.Option == NbdOption.ExportName)
+            {
+                _closeReason = "refused by the access rules";
+                return OptionOutcome.End;
+            }
+            await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "this server does not admit your address", cancellationToken);
             return OptionOutcome.Continue;
         }
         switch (option.Option)
@@ -204,12 +272,8 @@ internal sealed partial class NbdConnection
             await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
             return OptionOutcome.Continue;
         }
-        var lookup = _context.Exports.Lookup(request.Name, Info);
-        if (lookup.Succeeded && option.Option == NbdOption.Go)
-        {
-            // Only now, with the client admitted and its export chosen, is anything allocated for it.
-            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
-        }
+        // Only at GO, with the client admitted and its export chosen, is anything allocated for it.
+        var lookup = await ResolveAsync(request.Name, attach: option.Option == NbdOption.Go, cancellationToken);
         if (!lookup.Succeeded)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, request.Name, lookup.Error, lookup.Message ?? "");
@@ -227,6 +291,7 @@ internal sealed partial class NbdConnection
         {
             // Attached but the client is gone before it heard so: what was allocated for it must not leak.
             lookup.Backend.Release(cleanDisconnect: true);
+            LeaveExport();
             throw;
         }
         if (option.Option == NbdOption.Info)
@@ -264,11 +329,7 @@ internal sealed partial class NbdConnection
             Refuse("NBD_OPT_EXPORT_NAME with an invalid name");
             return OptionOutcome.End;
         }
-        var lookup = _context.Exports.Lookup(name, Info);
-        if (lookup.Succeeded)
-        {
-            lookup = await lookup.Offer!.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
-        }
+        var lookup = await ResolveAsync(name, attach: true, cancellationToken);
         if (!lookup.Succeeded)
         {
             // NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says to terminate the session.
@@ -288,6 +349,7 @@ internal sealed partial class NbdConnection
         {
             // The client never got the export: nothing to keep for it.
             lookup.Backend.Release(cleanDisconnect: true);
+            LeaveExport();
             throw;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend.Size, flags, _structuredReplies);

@@ -78,6 +78,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
             await _abort.CancelAsync();
             await WhenIdleAsync();
             backend?.Release(_cleanDisconnect);
+            LeaveExport();
             await _stream.DisposeAsync();
             _reader.Dispose();
             ConnectionLog.Closed(_logger, Id, Client, Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds, _closeReason, BytesRead, BytesWritten);

@@ -16,8 +16,24 @@ internal sealed class NbdServer : IAsyncDisposable
     private readonly List<Task> _acceptLoops = [];
     private readonly ConcurrentDictionary<long, (NbdConnection Connection, Task Task)> _connections = new();
     private readonly CancellationTokenSource _stopAccepting = new();
+    private readonly Timer _refusalReport;
+    private static readonly TimeSpan RefusalReportInterval = TimeSpan.FromSeconds(10);
 
-    public NbdServer(NbdServerContext context) => _context = context;
+    public NbdServer(NbdServerContext context)
+    {
+        _context = context;
+        _refusalReport = new Timer(static s => ((NbdServer)s!).ReportRefusals(), this, RefusalReportInterval, RefusalReportInterval);
+    }
+
+    /// <summary>Connections closed at once by a limit are summed up here every few seconds, never logged one by one.</summary>
+    private void ReportRefusals()
+    {
+        var (rate, perAddress, total) = _context.Limiter.TakeRefusals();
+        if (rate + perAddress + total > 0)
+        {
+            ServerLog.ConnectionsRefused(_context.Logger, (int)RefusalReportInterval.TotalSeconds, rate, perAddress, total);
+        }
+    }
 
     public NbdServerContext Context => _context;
     public int ConnectionCount => _connections.Count;
@@ -78,48 +94,52 @@ internal sealed class NbdServer : IAsyncDisposable
     /// <summary>Serves one connected socket: accepted here, or handed over by inetd.</summary>
     public Task Serve(Socket socket, bool oldstyle = false)
     {
-        string remote;
-        System.Net.IPAddress? address;
+        System.Net.IPEndPoint? peer;
+        try
+        {
+            // Inherited from inetd or systemd, a connected socket may not know it is connected: ask the kernel.
+            peer = socket.Connected ? socket.RemoteEndPoint as System.Net.IPEndPoint : InheritedSocketStream.PeerOf(socket);
+        }
+        catch (SocketException)
+        {
+            socket.Dispose();
+            return Task.CompletedTask;
+        }
+        if (_context.Limiter.TryAdmit(peer?.Address) is not null)
+        {
+            // Over a limit: closed at once, before any byte is read or anything allocated; counted, not logged.
+            socket.LingerState = new LingerOption(true, 0);
+            socket.Dispose();
+            return Task.CompletedTask;
+        }
         Stream stream;
         try
         {
             SocketSetup.TuneAccepted(socket, _context.Options.Tcp);
-            if (socket.Connected)
-            {
-                remote = SocketSetup.Describe(socket.RemoteEndPoint);
-                address = (socket.RemoteEndPoint as System.Net.IPEndPoint)?.Address;
-                stream = new NetworkStream(socket, ownsSocket: true);
-            }
-            else
-            {
-                // Inherited from inetd or systemd: connected, though .NET cannot tell.
-                var peer = InheritedSocketStream.PeerOf(socket);
-                remote = SocketSetup.Describe(peer);
-                address = peer?.Address;
-                stream = new InheritedSocketStream(socket);
-            }
+            stream = socket.Connected ? new NetworkStream(socket, ownsSocket: true) : new InheritedSocketStream(socket);
         }
         catch (SocketException)
         {
             // Reset between accept and setup.
+            _context.Limiter.Release(peer?.Address);
             socket.Dispose();
             return Task.CompletedTask;
         }
-        return Serve(stream, remote, address, oldstyle);
+        return Serve(stream, SocketSetup.Describe(peer), peer?.Address, oldstyle, counted: true);
     }
 
     /// <summary>Serves one connection over any duplex stream.</summary>
-    public Task Serve(Stream stream, string remote, System.Net.IPAddress? address = null, bool oldstyle = false)
+    public Task Serve(Stream stream, string remote, System.Net.IPAddress? address = null, bool oldstyle = false, bool counted = false)
     {
         var connection = new NbdConnection(_context, stream, remote, address);
         var started = new TaskCompletionSource();
-        var task = RunAsync(connection, started.Task, oldstyle);
+        var task = RunAsync(connection, started.Task, oldstyle, counted);
         _connections[connection.Id] = (connection, task);
         started.SetResult();
         return task;
     }
 
-    private async Task RunAsync(NbdConnection connection, Task registered, bool oldstyle)
+    private async Task RunAsync(NbdConnection connection, Task registered, bool oldstyle, bool counted)
     {
         await registered;
         await Task.Yield();
@@ -130,6 +150,10 @@ internal sealed class NbdServer : IAsyncDisposable
         finally
         {
             _connections.TryRemove(connection.Id, out _);
+            if (counted)
+            {
+                _context.Limiter.Release(connection.Info.Address);
+            }
             await connection.DisposeAsync();
         }
     }
@@ -164,6 +188,7 @@ internal sealed class NbdServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _refusalReport.DisposeAsync();
         await StopAsync();
         _stopAccepting.Dispose();
     }

@@ -42,6 +42,9 @@ internal static partial class ConnectionLog
     [LoggerMessage(111, LogLevel.Error, "conn {ConnectionId} from {Client}: unexpected failure")]
     public static partial void UnexpectedFailure(ILogger logger, Exception exception, long connectionId, string client);
 
+    [LoggerMessage(113, LogLevel.Warning, "conn {ConnectionId} from {Client}: refused by the access rules: {Reason}")]
+    public static partial void AccessDenied(ILogger logger, long connectionId, string client, string reason);
+
     [LoggerMessage(112, LogLevel.Information, "conn {ConnectionId} from {Client}: list of exports sent")]
     public static partial void ExportsListed(ILogger logger, long connectionId, string client);
 }
@@ -63,6 +66,15 @@ internal static partial class ServerLog
 
     [LoggerMessage(5, LogLevel.Information, "export '{Name}': {Path}, {Size} bytes, {Mode}")]
     public static partial void ExportConfigured(ILogger logger, string name, string path, long size, string mode);
+
+    [LoggerMessage(7, LogLevel.Warning, "closed at once in the last {Seconds} s: {Rate} connections over connection-rate, {PerAddress} over max-clients-per-address, {Total} over max-clients")]
+    public static partial void ConnectionsRefused(ILogger logger, int seconds, long rate, long perAddress, long total);
+
+    [LoggerMessage(8, LogLevel.Information, "access: {Rule}")]
+    public static partial void AccessRule(ILogger logger, string rule);
+
+    [LoggerMessage(9, LogLevel.Information, "access limits: max-clients {MaxClients}, max-clients-per-address {PerAddress}, max-clients-per-export {PerExport}, connection-rate {Rate}/s (burst {Burst}), bandwidth-per-client {PerClient} B/s, bandwidth-total {Total} B/s (0: no limit); client list {ClientList}")]
+    public static partial void AccessLimits(ILogger logger, int maxClients, int perAddress, int perExport, double rate, int burst, long perClient, long total, string clientList);
 
     [LoggerMessage(6, LogLevel.Information, "limits: handshake timeout {HandshakeTimeout}, {MaxInFlight} requests in flight and {BufferBytes} B of buffers per connection, shutdown timeout {ShutdownTimeout}")]
     public static partial void Limits(ILogger logger, TimeSpan handshakeTimeout, int maxInFlight, int bufferBytes, TimeSpan shutdownTimeout);

@@ -28,6 +28,8 @@ internal sealed partial class NbdConnection
     private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private long _bytesRead;
     private long _bytesWritten;
+    // bandwidth-per-client: made when the limit is set, rate followed on reload.
+    private Access.TokenBucket? _bandwidth;
 
     public long BytesRead => Interlocked.Read(ref _bytesRead);
 
@@ -137,6 +139,7 @@ internal sealed partial class NbdConnection
             for (var done = 0; done < length;)
             {
                 var n = Math.Min(ChunkSize, length - done);
+                await ThrottleAsync(n, abort);
                 await _reader.ReadExactlyAsync(chunk.AsMemory(0, n), abort);
                 if (errno == 0)
                 {
@@ -178,11 +181,34 @@ internal sealed partial class NbdConnection
         }
     }
 
+    /// <summary>Waits until the client's and the server's bandwidth caps allow moving these bytes (delay, never failure).</summary>
+    private async ValueTask ThrottleAsync(long bytes, CancellationToken abort)
+    {
+        var limits = _context.Policy.Limits;
+        if (limits.BandwidthPerClient > 0)
+        {
+            _bandwidth ??= new Access.TokenBucket(limits.BandwidthPerClient, Math.Max(limits.BandwidthPerClient / 10, 1));
+            if (_bandwidth.Rate != limits.BandwidthPerClient)
+            {
+                _bandwidth.Update(limits.BandwidthPerClient, Math.Max(limits.BandwidthPerClient / 10, 1));
+            }
+            await _bandwidth.WaitAsync(bytes, abort);
+        }
+        if (limits.BandwidthTotal > 0)
+        {
+            await _context.TotalBandwidth.WaitAsync(bytes, abort);
+        }
+    }
+
     private async Task ExecuteAsync(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
     {
         var abort = _abort.Token;
         try
         {
+            if (request.Command is NbdCommand.Read or NbdCommand.Write)
+            {
+                await ThrottleAsync(request.Length, abort);
+            }
             var backend = _session.Backend;
             var offset = (long)request.Offset;
             var fua = (request.Flags & NbdCommandFlags.Fua) != 0;

@@ -95,10 +95,26 @@ internal static class ConfigFile
         string? exportPath = null;
         string? description = null;
         var readOnly = false;
+        var rules = new List<NetSwap.Server.Access.AddressRule>();
         foreach (var item in table.Items)
         {
             var key = string.Join('.', KeyPath(item.Key));
             var line = Line(item);
+            if (key is "allow" or "deny")
+            {
+                var values = item.Value is ArraySyntax list
+                    ? list.Items.Select(i => Scalar(path, line, $"exports.{name}.{key}", i.Value)).ToList()
+                    : [Scalar(path, line, $"exports.{name}.{key}", item.Value)];
+                try
+                {
+                    rules.AddRange(values.Select(v => SettingTable.Rule(v, key == "allow" ? NetSwap.Server.Access.RuleAction.Allow : NetSwap.Server.Access.RuleAction.Deny, SettingSource.ConfigFile)));
+                }
+                catch (SettingValueException e)
+                {
+                    throw new ConfigFileException(path, line, $"exports.{name}.{key}", e.Message);
+                }
+                continue;
+            }
             var value = Scalar(path, line, $"exports.{name}.{key}", item.Value);
             try
             {
@@ -114,7 +130,7 @@ internal static class ConfigFile
                         description = value;
                         break;
                     default:
-                        throw new SettingValueException("unknown export setting (known: path, readonly, description)");
+                        throw new SettingValueException("unknown export setting (known: path, readonly, description, allow, deny)");
                 }
             }
             catch (SettingValueException e)
@@ -128,7 +144,7 @@ internal static class ConfigFile
         }
         try
         {
-            settings.Exports.Add(SettingTable.ExportFromParts(name, exportPath, readOnly, description));
+            settings.Exports.Add(SettingTable.ExportFromParts(name, exportPath, readOnly, description) with { Rules = rules });
         }
         catch (SettingValueException e)
         {

@@ -1,4 +1,5 @@
 using System.Net;
+using NetSwap.Server.Access;
 using NetSwap.Server.Exports;
 using NetSwap.Server.Exports.Swap;
 using NetSwap.Server.Hosting;
@@ -30,6 +31,11 @@ internal sealed class DaemonSettings
     public List<IPEndPoint> OldstyleListen { get; } = [];
     public string? ControlSocket { get; set; }
     public string LogTarget { get; set; } = "auto";
+    public List<AddressRule> Allow { get; } = [];
+    public List<AddressRule> Deny { get; } = [];
+    public List<AddressRule> SwapRules { get; } = [];
+    public string? ClientsFile { get; set; }
+    public AccessLimits Limits { get; set; } = new();
 
     public IReadOnlyList<IPEndPoint> EffectiveListen => Listen ?? DefaultListen;
 }
@@ -125,6 +131,30 @@ internal static class SettingTable
             static (s, v, _) => s.ControlSocket = Path.GetFullPath(v)),
         new("log", "auto|stderr|syslog", "Where logs go. auto: stderr, or syslog when stderr is the client's socket (inetd). Never stdout. Default: auto.",
             static (s, v, _) => s.LogTarget = v.Trim() is "auto" or "stderr" or "syslog" ? v.Trim() : throw new SettingValueException($"'{v}' is not auto, stderr or syslog")),
+        new("allow", "CIDR", "Admit clients from this address or subnet (IPv4 or IPv6); repeatable. The most specific rule wins, deny on a tie. Without any allow rule: loopback and this host's own subnets.",
+            static (s, v, source) => s.Allow.Add(Rule(v, RuleAction.Allow, source)), Repeatable: true),
+        new("deny", "CIDR", "Refuse clients from this address or subnet; repeatable.",
+            static (s, v, source) => s.Deny.Add(Rule(v, RuleAction.Deny, source)), Repeatable: true),
+        new("swap-allow", "CIDR", "Rules of the swap export alone (after the global ones); repeatable.",
+            static (s, v, source) => s.SwapRules.Add(Rule(v, RuleAction.Allow, source)), Repeatable: true),
+        new("swap-deny", "CIDR", "Refuse swap to this address or subnet; repeatable.",
+            static (s, v, source) => s.SwapRules.Add(Rule(v, RuleAction.Deny, source)), Repeatable: true),
+        new("clients", "FILE", "Only clients listed in FILE (addresses, subnets, MAC addresses; one per line) are admitted. Re-read when it changes.",
+            static (s, v, _) => s.ClientsFile = Path.GetFullPath(v)),
+        new("max-clients", "N", "Connections at once, all clients together (0: no limit). Default: 1024.",
+            static (s, v, _) => s.Limits = s.Limits with { MaxClients = ValueParsers.Integer(v, 0, 1_000_000) }),
+        new("max-clients-per-address", "N", "Connections at once from one address (0: no limit). Default: 16.",
+            static (s, v, _) => s.Limits = s.Limits with { MaxClientsPerAddress = ValueParsers.Integer(v, 0, 1_000_000) }),
+        new("max-clients-per-export", "N", "Clients of one export at once; every swap client counts for 'swap' (0: no limit). Default: 0.",
+            static (s, v, _) => s.Limits = s.Limits with { MaxClientsPerExport = ValueParsers.Integer(v, 0, 1_000_000) }),
+        new("connection-rate", "N", "New connections per second from one address; excess ones are closed at once (0: no limit). Default: 20.",
+            static (s, v, _) => s.Limits = s.Limits with { ConnectionRate = ValueParsers.Integer(v, 0, 1_000_000) }),
+        new("connection-burst", "N", "New connections one address may open at once before connection-rate applies. Default: 40.",
+            static (s, v, _) => s.Limits = s.Limits with { ConnectionBurst = ValueParsers.Integer(v, 1, 1_000_000) }),
+        new("bandwidth-per-client", "RATE", "Bytes per second one client may read and write (K, M, G suffixes; 0: no limit); I/O waits, never fails. Default: 0.",
+            static (s, v, _) => s.Limits = s.Limits with { BandwidthPerClient = ValueParsers.Size(v) }),
+        new("bandwidth-total", "RATE", "Bytes per second of all clients together (0: no limit). Default: 0.",
+            static (s, v, _) => s.Limits = s.Limits with { BandwidthTotal = ValueParsers.Size(v) }),
         new("verbose", null, "More log detail: -v for debug, -vv for trace. In the config file: verbose = 0, 1 or 2.",
             static (s, v, source) => s.Verbosity = source == SettingSource.CommandLine ? s.Verbosity + 1 : ValueParsers.Integer(v, 0, 2), Short: 'v'),
         new("quiet", null, "Log warnings and errors only.", static (s, _, _) => s.Verbosity = -1, Short: 'q'),
@@ -141,6 +171,21 @@ internal static class SettingTable
 
     private static long AtLeast(long value, long minimum) =>
         value >= minimum ? value : throw new SettingValueException($"must be at least {minimum} bytes");
+
+    public static AddressRule Rule(string text, RuleAction action, SettingSource source)
+    {
+        var t = text.Trim();
+        if (!IPNetwork.TryParse(t, out var network))
+        {
+            if (!IPAddress.TryParse(t, out var address))
+            {
+                throw new SettingValueException($"'{text}' is not an address or a subnet (examples: 10.0.5.0/24, 10.0.5.7, fd00::/64)");
+            }
+            address = AddressRuleSet.Normalize(address);
+            network = new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+        }
+        return new AddressRule(network, action, source == SettingSource.CommandLine ? "command line" : "config file");
+    }
 
     /// <summary>SUBNET=SIZE: the command-line form of a swap size rule.</summary>
     public static SwapSizeRule ParseSwapRule(string text)

@@ -81,6 +81,26 @@ public sealed class ServerHarness : IAsyncDisposable
 
     internal SwapAreaRegistry Registry => ((ExportCatalog)Context.Exports).Swap!.Registry;
 
+    /// <summary>Adds a dual-stack [::] listener (as systemd's BindIPv6Only=both gives): IPv4 clients arrive IPv4-mapped.</summary>
+    public int ListenDualStack()
+    {
+        var socket = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
+        socket.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
+        socket.Listen(64);
+        _server.StartListening(socket);
+        return ((IPEndPoint)socket.LocalEndPoint!).Port;
+    }
+
+    /// <summary>Connects to a port from a chosen source address (IPv4 or IPv6 loopback).</summary>
+    public static async Task<TestNbdClient> ConnectAsync(int port, string sourceAddress, string target)
+    {
+        var source = IPAddress.Parse(sourceAddress);
+        var socket = new Socket(source.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        socket.Bind(new IPEndPoint(source, 0));
+        await socket.ConnectAsync(IPAddress.Parse(target), port);
+        return new TestNbdClient(new NetworkStream(socket, ownsSocket: true));
+    }
+
     /// <summary>Connects from a chosen loopback source address (127.0.0.0/8 offers many), to test per-address rules.</summary>
     public async Task<TestNbdClient> ConnectFromAsync(string sourceAddress)
     {

@@ -36,7 +36,8 @@ public class SwapDaemonTests
     {
         await using var fs = await TmpfsMount.CreateAsync(1024 * MiB);
         var before = fs.Used;
-        await using var daemon = DaemonProcess.Start("--listen", "127.0.0.1:0", "--swap-dir", fs.Path, "--swap-size", "8M");
+        await using var daemon = DaemonProcess.Start("--listen", "127.0.0.1:0", "--swap-dir", fs.Path, "--swap-size", "8M",
+            "--max-clients-per-address", "0", "--connection-rate", "0");
         var port = await daemon.WaitForPortAsync();
         var clients = await Task.WhenAll(Enumerable.Range(0, 50).Select(i => ConnectAsync(port, $"swap/c{i}")));
         await Task.WhenAll(clients.Select(c => c.RequestAsync(NbdCommand.Write, 4096, 65536, payload: new byte[65536])));

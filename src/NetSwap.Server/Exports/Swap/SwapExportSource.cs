@@ -37,6 +37,7 @@ internal sealed class SwapExportSource
         public override bool IsReadOnly => false;
         // Each connection has its own data: multi-conn would be a lie.
         public override bool CanMultiConn => false;
+        public override string PolicyName => SwapExportName.Prefix;
 
         public override async ValueTask<ExportLookup> AttachAsync(AttachContext context)
         {
@@ -55,6 +56,7 @@ internal sealed class SwapExportSource
         public override long Size => size;
         public override bool IsReadOnly => false;
         public override bool CanMultiConn => false;
+        public override string PolicyName => inner.PolicyName;
         public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => inner.AttachAsync(context);
     }
 }
