@@ -11,39 +11,6 @@ public class NetworkCutTests
 {
     private const long MiB = 1L << 20;
 
-    private sealed class TwoHosts : IAsyncDisposable
-    {
-        private readonly string _suffix = Random.Shared.Next(0x1000, 0xffff).ToString("x", System.Globalization.CultureInfo.InvariantCulture);
-
-        public string Server => "nss" + _suffix;
-        public string Client => "nsc" + _suffix;
-        public string ClientLink => "vc" + _suffix;
-        public string Subnet { get; } = $"10.250.{Random.Shared.Next(1, 250)}";
-        public string ServerAddress => Subnet + ".1";
-
-        public async Task CreateAsync()
-        {
-            foreach (var command in new[]
-            {
-                $"netns add {Server}", $"netns add {Client}",
-                $"link add vs{_suffix} netns {Server} type veth peer name {ClientLink} netns {Client}",
-                $"-n {Server} addr add {Subnet}.1/24 dev vs{_suffix}", $"-n {Client} addr add {Subnet}.2/24 dev {ClientLink}",
-                $"-n {Server} link set vs{_suffix} up", $"-n {Client} link set {ClientLink} up",
-                $"-n {Server} link set lo up", $"-n {Client} link set lo up",
-            })
-            {
-                var result = await ExternalTool.RunAsync("ip", command.Split(' '));
-                Assert.True(result.ExitCode == 0, $"ip {command}: {result.All} (network namespaces need root)");
-            }
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await ExternalTool.RunAsync("ip", ["netns", "del", Server]);
-            await ExternalTool.RunAsync("ip", ["netns", "del", Client]);
-        }
-    }
-
     [Fact]
     public async Task LinkDown_KeepaliveNotices_AndTheAreaIsDestroyed()
     {
