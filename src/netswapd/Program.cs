@@ -10,6 +10,7 @@ namespace NetSwap.Daemon
 {
     using NetSwap.Daemon.Logging;
     using NetSwap.Server.Access;
+    using NetSwap.Server.Tls;
     using NetSwap.Server.Exports;
     using NetSwap.Server.Exports.Swap;
     using NetSwap.Server.Hosting;
@@ -94,7 +95,18 @@ namespace NetSwap.Daemon
                 return ExitFailure;
             }
             LogPolicy(logger, policy);
-            var context = new NbdServerContext(catalog, settings.Server, logger, policy);
+            TlsConfiguration tls;
+            try
+            {
+                tls = BuildTls(settings);
+            }
+            catch (Exception e) when (e is IOException or FormatException)
+            {
+                DaemonLog.StartFailed(logger, e.Message);
+                return ExitFailure;
+            }
+            LogTls(logger, tls);
+            var context = new NbdServerContext(catalog, settings.Server, logger, policy) { Tls = tls };
             ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.ShutdownTimeout);
             await using var server = new NbdServer(context);
             var startedAt = DateTimeOffset.UtcNow;
@@ -193,9 +205,12 @@ namespace NetSwap.Daemon
             {
                 var settings = LoadSettings(args);
                 var policy = BuildPolicy(settings);
+                var tls = BuildTls(settings);
                 context.Policy = policy;
+                context.Tls = tls;
                 DaemonLog.Reloaded(logger, settings.ConfigPath ?? "(no config file)");
                 LogPolicy(logger, policy);
+                LogTls(logger, tls);
             }
             catch (Exception e) when (e is ConfigFileException or UsageException or IOException or FormatException)
             {
@@ -224,6 +239,29 @@ namespace NetSwap.Daemon
             }
             var clients = settings.ClientsFile is null ? null : new ClientList(settings.ClientsFile);
             return new AccessPolicy(new AddressRuleSet(rules), perExport, clients, settings.Limits);
+        }
+
+        /// <summary>TLS credentials and client-authentication rules, loaded (and checked) now: at start and on SIGHUP.</summary>
+        internal static TlsConfiguration BuildTls(DaemonSettings settings)
+        {
+            var tlsOnly = new HashSet<string>(settings.Exports.Where(e => e.TlsOnly).Select(e => e.Name), StringComparer.Ordinal);
+            if (settings.SwapTlsOnly)
+            {
+                tlsOnly.Add(NetSwap.Protocol.Swap.SwapExportName.Prefix);
+            }
+            return TlsConfiguration.Load(settings.TlsMode, settings.TlsCertificatesDirectory, settings.TlsCert, settings.TlsKey, settings.TlsCa,
+                settings.TlsVerifyClient, settings.TlsClientsFile, tlsOnly);
+        }
+
+        private static void LogTls(ILogger logger, TlsConfiguration tls)
+        {
+            if (tls.Mode == TlsMode.Off)
+            {
+                DaemonLog.TlsOff(logger);
+                return;
+            }
+            DaemonLog.TlsOn(logger, tls.Mode, tls.ServerCertificate!.Subject, TlsConfiguration.Fingerprint(tls.ServerCertificate), tls.CaCertificates.Count,
+                tls.VerifyClient, tls.AllowedFingerprints?.Count ?? 0, tls.TlsOnlyExports.Count == 0 ? "none" : string.Join(", ", tls.TlsOnlyExports));
         }
 
         private static void LogPolicy(ILogger logger, AccessPolicy policy)
@@ -355,6 +393,12 @@ namespace NetSwap.Daemon
 
         [LoggerMessage(1006, LogLevel.Error, "SIGHUP: new configuration rejected, the previous one stays in force: {Reason}")]
         public static partial void ReloadRejected(ILogger logger, string reason);
+
+        [LoggerMessage(1007, LogLevel.Information, "TLS off: NBD_OPT_STARTTLS is refused")]
+        public static partial void TlsOff(ILogger logger);
+
+        [LoggerMessage(1008, LogLevel.Information, "TLS {Mode}: server certificate {Subject} (SHA-256 {Fingerprint}), {CaCount} CA certificates, verify client {VerifyClient}, {Fingerprints} listed client fingerprints; TLS-only exports: {TlsOnly}")]
+        public static partial void TlsOn(ILogger logger, TlsMode mode, string subject, string fingerprint, int caCount, bool verifyClient, int fingerprints, string tlsOnly);
 
         [LoggerMessage(1004, LogLevel.Information, "swap rule: clients in {Subnet} get {Size} B by default")]
         public static partial void SwapRule(ILogger logger, string subnet, long size);

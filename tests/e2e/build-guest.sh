@@ -14,6 +14,7 @@ for tool in qemu-system-x86_64 busybox nbd-client cpio gcc; do
   command -v "$tool" >/dev/null || { echo "e2e guest: $tool missing (make test-deps installs it)" >&2; exit 1; }
 done
 work=$(mktemp -d)
+chmod 0755 "$work"   # apt-get download runs as _apt
 trap 'rm -rf "$work"' EXIT
 
 # The kernel: the version linux-image-amd64 points at.

@@ -3,7 +3,7 @@
 # with little RAM attaching swap from it with the kernel's NBD client, and a workload twice the usable RAM with every
 # page verified. Prints the guest's console and the server's log on failure; exit 0 only on a verified pass.
 #
-#   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default)
+#   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default) | tls (data through nbd-client's TLS, not swap)
 #   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
 #   E2E_LOG_DIR=DIR                      keep the console and server logs there
 set -euo pipefail
@@ -31,8 +31,20 @@ mkdir -p "$work/swap"
 mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+extra=()
+initrd="$build/initrd.gz"
+if [ "$scenario" = tls ]; then
+  # Credentials for this run; the guest gets its client key in a second cpio archive appended to the initramfs.
+  "$top/scripts/netswap-make-certs" "$work/certs" --server-name netswap-e2e --server-ip 10.0.2.2 --client guest >/dev/null
+  extra=(--tls require --tls-certificates "$work/certs/server" --tls-verify-client)
+  mkdir -p "$work/guest/certs"
+  cp "$work/certs/clients/guest/"*.pem "$work/guest/certs/"
+  (cd "$work/guest" && find . | cpio -o -H newc --quiet | gzip -1) > "$work/certs.cpio.gz"
+  cat "$build/initrd.gz" "$work/certs.cpio.gz" > "$work/initrd.gz"
+  initrd="$work/initrd.gz"
+fi
 "${netswapd[@]}" --listen "127.0.0.1:$port" --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
-  --control-socket "$work/control.sock" -v > "$work/netswapd.log" 2>&1 &
+  --control-socket "$work/control.sock" -v "${extra[@]}" > "$work/netswapd.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/netswapd.log" && break; sleep 0.05; done
 grep -q "netswapd ready" "$work/netswapd.log" || { cat "$work/netswapd.log"; echo "e2e: netswapd did not start" >&2; exit 1; }
@@ -41,8 +53,8 @@ started=$(date +%s)
 # 10.0.2.2 is the host's loopback seen from QEMU's user network.
 timeout 900 qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
   -serial "file:$work/console.log" -no-reboot \
-  -kernel "$build/vmlinuz" -initrd "$build/initrd.gz" \
-  -append "console=ttyS0 panic=-1 loglevel=4 netswap.server=10.0.2.2 netswap.port=$port netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock" \
+  -kernel "$build/vmlinuz" -initrd "$initrd" \
+  -append "console=ttyS0 panic=-1 loglevel=4 netswap.server=10.0.2.2 netswap.port=$port netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario" \
   -nic user,model=e1000 || true
 elapsed=$(( $(date +%s) - started ))
 
@@ -52,8 +64,13 @@ areas=$("${netswapd[@]}" status --json --control-socket "$work/control.sock" | p
 used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
 
 grep "NETSWAP-E2E\|MEMTEST\|memtest:" "$work/console.log" || true
+grep "TLS established\|TLS refused" "$work/netswapd.log" || true
 verdict=FAIL
-if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/console.log" && grep -q "MEMTEST PASS" "$work/console.log" \
+case $scenario in
+  tls) proof="TLS DATA VERIFIED"; grep -q "TLS established" "$work/netswapd.log" || proof="(no TLS session in the server log)" ;;
+  *) proof="MEMTEST PASS" ;;
+esac
+if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/console.log" && grep -q "$proof" "$work/console.log" \
    && grep -q "created" "$work/netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then
   verdict=PASS
 fi

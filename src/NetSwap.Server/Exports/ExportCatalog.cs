@@ -118,6 +118,9 @@ internal sealed record ExportDefinition(string Name, string Path, bool ReadOnly,
 {
     /// <summary>Rules of this export alone (allow/deny in its [exports.NAME] table).</summary>
     public List<Access.AddressRule> Rules { get; init; } = [];
+
+    /// <summary>Served only over TLS (with --tls on).</summary>
+    public bool TlsOnly { get; init; }
 }
 
 /// <summary>One configured file export: one shared descriptor, so every connection sees the same data (multi-conn).</summary>

@@ -1,6 +1,11 @@
 using System.Buffers;
+using System.Net.Security;
+using System.Security.Authentication;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Tls;
+using NetSwap.Server.Transmission;
+using NetSwap.Server.Transport;
 
 namespace NetSwap.Server.Hosting;
 
@@ -19,6 +24,8 @@ internal sealed partial class NbdConnection
     private string? _refusal;
     // The export this connection is counted in (max-clients-per-export), left when the connection ends.
     private string? _countedExport;
+    // TLS is established (after NBD_OPT_STARTTLS); never undone for the life of the connection.
+    private bool _tls;
 
     /// <summary>
     /// Looks an export up for this client and applies the export's own rules; with <paramref name="attach"/>, also the
@@ -32,6 +39,10 @@ internal sealed partial class NbdConnection
             return lookup;
         }
         var offer = lookup.Offer!;
+        if (!_tls && _context.Tls.Mode != TlsMode.Off && _context.Tls.TlsOnlyExports.Contains(offer.PolicyName))
+        {
+            return ExportLookup.Refused(NbdOptionReplyType.ErrTlsReqd, $"export '{name}' is served only over TLS");
+        }
         if (_context.Policy.CheckExport(offer.PolicyName, Info.Address) is { } denied)
         {
             ConnectionLog.AccessDenied(_logger, Id, Client, denied);
@@ -95,6 +106,10 @@ internal sealed partial class NbdConnection
         if (_context.Policy.CheckClient(Info.Address) is { } refusal)
         {
             return Refuse($"refused by the access rules: {refusal}");
+        }
+        if (_context.Tls.Mode == TlsMode.Require || _context.Tls.TlsOnlyExports.Contains(Protocol.Swap.SwapExportName.Prefix))
+        {
+            return Refuse("the oldstyle handshake cannot do TLS, which this server requires");
         }
         var lookup = await ResolveAsync(Protocol.Swap.SwapExportName.Prefix, attach: true, deadline.Token);
         if (!lookup.Succeeded)
@@ -209,6 +224,17 @@ internal sealed partial class NbdConnection
             await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "this server does not admit your address", cancellationToken);
             return OptionOutcome.Continue;
         }
+        if (!_tls && _context.Tls.Mode == TlsMode.Require && option.Option is not (NbdOption.StartTls or NbdOption.Abort))
+        {
+            // FORCEDTLS: nothing is negotiated in the clear.
+            if (option.Option == NbdOption.ExportName)
+            {
+                Refuse("NBD_OPT_EXPORT_NAME before TLS, which this server requires");
+                return OptionOutcome.End;
+            }
+            await ReplyAsync(option, NbdOptionReplyType.ErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first", cancellationToken);
+            return OptionOutcome.Continue;
+        }
         switch (option.Option)
         {
             case NbdOption.ExportName:
@@ -228,8 +254,7 @@ internal sealed partial class NbdConnection
                 await ListAsync(option, cancellationToken);
                 return OptionOutcome.Continue;
             case NbdOption.StartTls:
-                await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "TLS is not configured on this server", cancellationToken);
-                return OptionOutcome.Continue;
+                return await StartTlsAsync(option, cancellationToken);
             case NbdOption.Info or NbdOption.Go:
                 return await InfoOrGoAsync(option, data, cancellationToken);
             case NbdOption.StructuredReply:
@@ -247,6 +272,68 @@ internal sealed partial class NbdConnection
         }
     }
 
+    /// <summary>
+    /// NBD_OPT_STARTTLS: ACK, then the TLS handshake on the same connection. Everything negotiated before is discarded
+    /// (structured replies must be asked for again, inside TLS). A failed handshake ends the connection: after the ACK
+    /// it is too late to go on in the clear.
+    /// </summary>
+    private async ValueTask<OptionOutcome> StartTlsAsync(NbdOptionHeader option, CancellationToken cancellationToken)
+    {
+        var tls = _context.Tls;
+        if (tls.Mode == TlsMode.Off)
+        {
+            await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "TLS is not configured on this server", cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        if (_tls || option.Length != 0)
+        {
+            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, _tls ? "TLS is already established" : "NBD_OPT_STARTTLS takes no data", cancellationToken);
+            return OptionOutcome.Continue;
+        }
+        if (_reader.Buffered != 0)
+        {
+            // The client may not send anything before it has our ACK: bytes here would be lost under TLS.
+            Refuse("data sent after NBD_OPT_STARTTLS before its reply");
+            return OptionOutcome.End;
+        }
+        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        string? refusal = null;
+        string? subject = null;
+        string? fingerprint = null;
+        var ssl = new SslStream(_stream, leaveInnerStreamOpen: false);
+        try
+        {
+            await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+            {
+                ServerCertificate = tls.ServerCertificate,
+                ClientCertificateRequired = tls.WantsClientCertificate,
+                EnabledSslProtocols = SslProtocols.Tls12 | SslProtocols.Tls13,
+                CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
+                RemoteCertificateValidationCallback = (_, certificate, _, _) =>
+                {
+                    refusal = tls.CheckClient(certificate, out subject, out fingerprint);
+                    return refusal is null;
+                },
+            }, cancellationToken);
+        }
+        catch (Exception e) when (e is AuthenticationException or IOException)
+        {
+            _closeReason = "TLS handshake failed";
+            ConnectionLog.TlsRefused(_logger, Id, Client, refusal ?? e.Message, subject ?? "(none)", fingerprint ?? "(none)");
+            await ssl.DisposeAsync();
+            return OptionOutcome.End;
+        }
+        _stream = ssl;
+        _reader.Dispose();
+        _reader = new NbdStreamReader(ssl);
+        _writer.Dispose();
+        _writer = new ReplyWriter(ssl);
+        _tls = true;
+        _structuredReplies = false;
+        ConnectionLog.TlsEstablished(_logger, Id, Client, ssl.SslProtocol.ToString(), ssl.NegotiatedCipherSuite.ToString(), subject ?? "(no client certificate)", fingerprint ?? "-");
+        return OptionOutcome.Continue;
+    }
+
     private async ValueTask ListAsync(NbdOptionHeader option, CancellationToken cancellationToken)
     {
         if (option.Length != 0)
@@ -256,6 +343,11 @@ internal sealed partial class NbdConnection
         }
         foreach (var export in _context.Exports.List(Info))
         {
+            if (!_tls && _context.Tls.Mode != TlsMode.Off && _context.Tls.TlsOnlyExports.Contains(export.PolicyName))
+            {
+                // SELECTIVETLS: TLS-only exports may be left out of the list until TLS is up (spec, NBD_OPT_LIST).
+                continue;
+            }
             // The details after the name are the description, as qemu-nbd sends and libnbd reads them.
             var payload = new byte[NbdServerReply.Size(export.Name, export.Description)];
             NbdServerReply.Write(payload, export.Name, export.Description);

@@ -16,9 +16,10 @@ internal sealed partial class NbdConnection : IAsyncDisposable
 {
     private readonly NbdServerContext _context;
     private readonly ILogger _logger;
-    private readonly Stream _stream;
-    private readonly NbdStreamReader _reader;
-    private readonly ReplyWriter _writer;
+    // Replaced once, by the TLS stream, when the client sends NBD_OPT_STARTTLS (before any request is in flight).
+    private Stream _stream;
+    private NbdStreamReader _reader;
+    private ReplyWriter _writer;
     // Cancelled to cut the connection: shutdown timeout, a failed write, a fatal read error.
     private readonly CancellationTokenSource _abort = new();
     private readonly long _startTimestamp = Stopwatch.GetTimestamp();

@@ -36,6 +36,9 @@ internal sealed class NbdServerContext
     }
 
     public ConnectionLimiter Limiter { get; }
+
+    /// <summary>TLS credentials and rules in force; replaced whole on SIGHUP.</summary>
+    public Tls.TlsConfiguration Tls { get; set; } = NetSwap.Server.Tls.TlsConfiguration.Disabled;
     public TokenBucket TotalBandwidth { get; }
 
     /// <summary>Counts a client into an export; false (and nothing counted) when max-clients-per-export is reached.</summary>

@@ -45,6 +45,12 @@ internal static partial class ConnectionLog
     [LoggerMessage(113, LogLevel.Warning, "conn {ConnectionId} from {Client}: refused by the access rules: {Reason}")]
     public static partial void AccessDenied(ILogger logger, long connectionId, string client, string reason);
 
+    [LoggerMessage(114, LogLevel.Information, "conn {ConnectionId} from {Client}: TLS established ({Protocol}, {Cipher}); client certificate {Subject}, SHA-256 {Fingerprint}")]
+    public static partial void TlsEstablished(ILogger logger, long connectionId, string client, string protocol, string cipher, string subject, string fingerprint);
+
+    [LoggerMessage(115, LogLevel.Warning, "conn {ConnectionId} from {Client}: TLS refused: {Reason}; client certificate {Subject}, SHA-256 {Fingerprint}")]
+    public static partial void TlsRefused(ILogger logger, long connectionId, string client, string reason, string subject, string fingerprint);
+
     [LoggerMessage(112, LogLevel.Information, "conn {ConnectionId} from {Client}: list of exports sent")]
     public static partial void ExportsListed(ILogger logger, long connectionId, string client);
 }

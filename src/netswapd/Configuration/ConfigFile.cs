@@ -95,6 +95,7 @@ internal static class ConfigFile
         string? exportPath = null;
         string? description = null;
         var readOnly = false;
+        var tlsOnly = false;
         var rules = new List<NetSwap.Server.Access.AddressRule>();
         foreach (var item in table.Items)
         {
@@ -129,8 +130,11 @@ internal static class ConfigFile
                     case "description":
                         description = value;
                         break;
+                    case "tls-only":
+                        tlsOnly = ValueParsers.Boolean(value);
+                        break;
                     default:
-                        throw new SettingValueException("unknown export setting (known: path, readonly, description, allow, deny)");
+                        throw new SettingValueException("unknown export setting (known: path, readonly, description, allow, deny, tls-only)");
                 }
             }
             catch (SettingValueException e)
@@ -144,7 +148,7 @@ internal static class ConfigFile
         }
         try
         {
-            settings.Exports.Add(SettingTable.ExportFromParts(name, exportPath, readOnly, description) with { Rules = rules });
+            settings.Exports.Add(SettingTable.ExportFromParts(name, exportPath, readOnly, description) with { Rules = rules, TlsOnly = tlsOnly });
         }
         catch (SettingValueException e)
         {

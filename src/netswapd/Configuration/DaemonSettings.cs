@@ -36,6 +36,14 @@ internal sealed class DaemonSettings
     public List<AddressRule> SwapRules { get; } = [];
     public string? ClientsFile { get; set; }
     public AccessLimits Limits { get; set; } = new();
+    public NetSwap.Server.Tls.TlsMode TlsMode { get; set; } = NetSwap.Server.Tls.TlsMode.Off;
+    public string? TlsCertificatesDirectory { get; set; }
+    public string? TlsCert { get; set; }
+    public string? TlsKey { get; set; }
+    public string? TlsCa { get; set; }
+    public bool TlsVerifyClient { get; set; }
+    public string? TlsClientsFile { get; set; }
+    public bool SwapTlsOnly { get; set; }
 
     public IReadOnlyList<IPEndPoint> EffectiveListen => Listen ?? DefaultListen;
 }
@@ -155,6 +163,28 @@ internal static class SettingTable
             static (s, v, _) => s.Limits = s.Limits with { BandwidthPerClient = ValueParsers.Size(v) }),
         new("bandwidth-total", "RATE", "Bytes per second of all clients together (0: no limit). Default: 0.",
             static (s, v, _) => s.Limits = s.Limits with { BandwidthTotal = ValueParsers.Size(v) }),
+        new("tls", "off|on|require", "TLS (NBD_OPT_STARTTLS): off; on (clients choose, TLS-only exports need it); require (nothing but STARTTLS in the clear). Default: off.",
+            static (s, v, _) => s.TlsMode = v.Trim() switch
+            {
+                "off" => NetSwap.Server.Tls.TlsMode.Off,
+                "on" => NetSwap.Server.Tls.TlsMode.On,
+                "require" => NetSwap.Server.Tls.TlsMode.Require,
+                _ => throw new SettingValueException($"'{v}' is not off, on or require"),
+            }),
+        new("tls-certificates", "DIR", "TLS credentials in nbdkit's layout: ca-cert.pem, server-cert.pem, server-key.pem.",
+            static (s, v, _) => s.TlsCertificatesDirectory = Path.GetFullPath(v)),
+        new("tls-cert", "FILE", "The server certificate (PEM); overrides the one in --tls-certificates.",
+            static (s, v, _) => s.TlsCert = Path.GetFullPath(v)),
+        new("tls-key", "FILE", "The server's private key (PEM).",
+            static (s, v, _) => s.TlsKey = Path.GetFullPath(v)),
+        new("tls-ca", "FILE", "CA certificate(s) (PEM) client certificates must chain to.",
+            static (s, v, _) => s.TlsCa = Path.GetFullPath(v)),
+        new("tls-verify-client", null, "Require a client certificate that chains to the CA (or is listed in --tls-clients).",
+            static (s, v, _) => s.TlsVerifyClient = ValueParsers.Boolean(v)),
+        new("tls-clients", "FILE", "SHA-256 fingerprints of accepted client certificates, one per line: keys without a CA.",
+            static (s, v, _) => s.TlsClientsFile = Path.GetFullPath(v)),
+        new("swap-tls-only", null, "Serve swap only over TLS (with --tls on). File exports take tls-only = true in their table.",
+            static (s, v, _) => s.SwapTlsOnly = ValueParsers.Boolean(v)),
         new("verbose", null, "More log detail: -v for debug, -vv for trace. In the config file: verbose = 0, 1 or 2.",
             static (s, v, source) => s.Verbosity = source == SettingSource.CommandLine ? s.Verbosity + 1 : ValueParsers.Integer(v, 0, 2), Short: 'v'),
         new("quiet", null, "Log warnings and errors only.", static (s, _, _) => s.Verbosity = -1, Short: 'q'),

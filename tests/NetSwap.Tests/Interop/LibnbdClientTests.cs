@@ -13,18 +13,23 @@ public class LibnbdClientTests
 
     private static string Script(string name) => Path.Combine(AppContext.BaseDirectory, "scripts", name);
 
-    private static async Task RunScriptAsync(string name, params string[] args)
+    private static async Task RunScriptAsync(string name, string? query, params string[] args)
     {
-        var result = await ExternalTool.RunAsync("/usr/bin/python3", [Script(name), .. args], environment: SystemPython);
+        var environment = new Dictionary<string, string>(SystemPython) { ["NBD_URI_QUERY"] = query ?? "" };
+        var result = await ExternalTool.RunAsync("/usr/bin/python3", [Script(name), .. args], environment: environment);
         Assert.True(result.ExitCode == 0, $"{name} failed:\n{result.All}");
         Assert.Contains("ok:", result.Stdout);
     }
 
-    [Fact]
-    public async Task Nbdinfo_Json_ReportsTheConfiguredSizeAndFlags()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Nbdinfo_Json_ReportsTheConfiguredSizeAndFlags(bool tls)
     {
-        await using var server = await ServerHarness.StartAsync(("disk", Size, false), ("ro", 3 * 1024 * 1024, true));
-        using var disk = JsonDocument.Parse(await ExternalTool.RunOkAsync("nbdinfo", "--json", server.Uri("disk")));
+        var (server, uri, query) = await StartAsync(tls, ("disk", Size, false), ("ro", 3 * 1024 * 1024, true));
+        await using var _ = server;
+        using var disk = JsonDocument.Parse(await ExternalTool.RunOkAsync("nbdinfo", "--json", $"{uri}/disk{query}"));
+        Assert.Equal(tls, disk.RootElement.GetProperty("TLS").GetBoolean());
         Assert.True(disk.RootElement.GetProperty("structured").GetBoolean());
         var e = disk.RootElement.GetProperty("exports")[0];
         Assert.Equal("disk", e.GetProperty("export-name").GetString());
@@ -38,7 +43,7 @@ public class LibnbdClientTests
         Assert.Equal(4096, e.GetProperty("block_size_preferred").GetInt32());
         Assert.Equal(32 * 1024 * 1024, e.GetProperty("block_size_maximum").GetInt32());
 
-        using var ro = JsonDocument.Parse(await ExternalTool.RunOkAsync("nbdinfo", "--json", server.Uri("ro")));
+        using var ro = JsonDocument.Parse(await ExternalTool.RunOkAsync("nbdinfo", "--json", $"{uri}/ro{query}"));
         var r = ro.RootElement.GetProperty("exports")[0];
         Assert.Equal(3 * 1024 * 1024, r.GetProperty("export-size").GetInt64());
         Assert.True(r.GetProperty("is_read_only").GetBoolean());
@@ -59,25 +64,62 @@ public class LibnbdClientTests
         Assert.True(exports["described"].GetProperty("is_read_only").GetBoolean());
     }
 
-    [Fact]
-    public async Task Nbdsh_EveryOption()
+    /// <summary>Plain, or (tls) with TLS required and client certificates verified: the same suite must pass both ways.</summary>
+    private static async Task<(ServerHarness Server, string Base, string? Query)> StartAsync(bool tls, params (string, long, bool)[] exports)
     {
-        await using var server = await ServerHarness.StartAsync(("disk", Size, false), ("ro", Size, true));
-        await RunScriptAsync("options.py", $"nbd://127.0.0.1:{server.Port}", Size.ToString(CultureInfo.InvariantCulture));
+        var server = await ServerHarness.StartAsync(exports);
+        if (!tls)
+        {
+            return (server, $"nbd://127.0.0.1:{server.Port}", null);
+        }
+        var certs = await TestCertificates.GetAsync();
+        server.Context.Tls = certs.Configuration(NetSwap.Server.Tls.TlsMode.Require);
+        return (server, $"nbds://127.0.0.1:{server.Port}", $"?tls-certificates={certs.Client("pc01")}");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Nbdsh_EveryOption(bool tls)
+    {
+        var (server, uri, query) = await StartAsync(tls, ("disk", Size, false), ("ro", Size, true));
+        await using var _ = server;
+        await RunScriptAsync("options.py", query, uri, Size.ToString(CultureInfo.InvariantCulture));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Nbdsh_EveryCommandAndErrorCase(bool tls)
+    {
+        var (server, uri, query) = await StartAsync(tls, ("disk", Size, false), ("ro", Size, true));
+        await using var _ = server;
+        await RunScriptAsync("commands.py", query, uri, Size.ToString(CultureInfo.InvariantCulture));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Nbdsh_PipelinedFromFourConnections_OnAMultiConnExport(bool tls)
+    {
+        var (server, uri, query) = await StartAsync(tls, ("disk", Size, false));
+        await using var _ = server;
+        await RunScriptAsync("pipelined.py", null, $"{uri}/disk{query}");
     }
 
     [Fact]
-    public async Task Nbdsh_EveryCommandAndErrorCase()
+    public async Task Nbdcopy_OverTls_InAndOut_WithEqualChecksums()
     {
-        await using var server = await ServerHarness.StartAsync(("disk", Size, false), ("ro", Size, true));
-        await RunScriptAsync("commands.py", $"nbd://127.0.0.1:{server.Port}", Size.ToString(CultureInfo.InvariantCulture));
-    }
-
-    [Fact]
-    public async Task Nbdsh_PipelinedFromFourConnections_OnAMultiConnExport()
-    {
-        await using var server = await ServerHarness.StartAsync(("disk", Size, false));
-        await RunScriptAsync("pipelined.py", server.Uri("disk"));
+        var (server, uri, query) = await StartAsync(true, ("big", 256L << 20, false));
+        await using var _ = server;
+        var source = Path.Combine(server.Directory, "source.bin");
+        var back = Path.Combine(server.Directory, "back.bin");
+        var data = new byte[256 << 20];
+        new Random(5).NextBytes(data.AsSpan(0, 200 << 20));
+        await File.WriteAllBytesAsync(source, data);
+        await ExternalTool.RunOkAsync("nbdcopy", source, $"{uri}/big{query}");
+        await ExternalTool.RunOkAsync("nbdcopy", $"{uri}/big{query}", back);
+        Assert.Equal(await HashAsync(source), await HashAsync(back));
     }
 
     [Fact]

@@ -30,6 +30,9 @@ public sealed class ServerHarness : IAsyncDisposable
     internal NbdServer Server => _server;
     internal NbdServerContext Context => _server.Context;
 
+    /// <summary>The TLS URI libnbd takes: nbds://…/EXPORT?tls-certificates=DIR.</summary>
+    public string TlsUri(string export, string clientDirectory) => $"nbds://127.0.0.1:{Port}/{export}?tls-certificates={clientDirectory}";
+
     public string PathOf(string export) => System.IO.Path.Combine(Directory, export + ".img");
 
     /// <summary>Exports: (name, size in bytes, read-only). Files are sparse and zero-filled.</summary>

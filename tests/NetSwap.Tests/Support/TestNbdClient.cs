@@ -13,7 +13,7 @@ public sealed record TestReply(ulong Cookie, NbdError Error, byte[] Data, string
 /// </summary>
 public sealed class TestNbdClient : IAsyncDisposable
 {
-    private readonly Stream _stream;
+    private Stream _stream;
     private readonly Dictionary<ulong, (uint Length, ulong Offset)> _reads = [];
     private ulong _nextCookie = 1;
 
@@ -225,6 +225,24 @@ public sealed class TestNbdClient : IAsyncDisposable
         var cookie = await SendRequestAsync(command, offset, length, flags, payload);
         var reply = await ReadReplyAsync();
         Assert.Equal(cookie, reply.Cookie);
+        return reply;
+    }
+
+    /// <summary>NBD_OPT_STARTTLS, then a TLS client handshake (any server certificate accepted) with an optional client certificate.</summary>
+    public async Task<NbdOptionReplyType> StartTlsAsync(System.Security.Cryptography.X509Certificates.X509Certificate2? clientCertificate = null)
+    {
+        var reply = await SimpleOptionAsync(NbdOption.StartTls);
+        if (reply != NbdOptionReplyType.Ack)
+        {
+            return reply;
+        }
+        var ssl = new System.Net.Security.SslStream(_stream, leaveInnerStreamOpen: false, (_, _, _, _) => true);
+        await ssl.AuthenticateAsClientAsync(new System.Net.Security.SslClientAuthenticationOptions
+        {
+            TargetHost = "netswap.test",
+            ClientCertificates = clientCertificate is null ? null : [clientCertificate],
+        });
+        _stream = ssl;
         return reply;
     }
 

@@ -8,10 +8,19 @@ import sys
 
 import nbd
 
+
+def new_handle():
+    h = nbd.NBD()
+    # TLS runs name their certificate directory in the URI (tls-certificates=DIR).
+    h.set_uri_allow_local_file(True)
+    return h
+
 base, size = sys.argv[1], int(sys.argv[2])
-h = nbd.NBD()
+# For TLS runs: nbds://HOST:PORT as base, and ?tls-certificates=DIR here.
+query = os.environ.get("NBD_URI_QUERY", "")
+h = new_handle()
 h.set_export_name("disk")
-h.connect_uri(base + "/disk")
+h.connect_uri(base + "/disk" + query)
 assert h.get_structured_replies_negotiated()
 # Let bad requests reach the server: its answers are what is under test.
 h.set_strict_mode(0)
@@ -74,9 +83,9 @@ assert h.pread(len(data) - 1000, area + 13345) == data[1000:]
 print("ok: EINVAL/ENOSPC for out-of-range, unknown flags and length 0")
 h.shutdown()
 
-ro = nbd.NBD()
+ro = new_handle()
 ro.set_export_name("ro")
-ro.connect_uri(base + "/ro")
+ro.connect_uri(base + "/ro" + query)
 ro.set_strict_mode(0)
 expect(errno.EPERM, ro.pwrite, b"z" * 512, 0)
 expect(errno.EPERM, ro.trim, 512, 0)
