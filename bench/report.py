@@ -62,3 +62,7 @@ for medium in media:
             iops, mibs, lat, p99 = (med(medium, name, server, i) for i in range(4))
             print(f"| {name} | {server} | {iops:,.0f} | {mibs:,.1f} | {lat:,.1f} | {p99:,.1f} | {iops / base_iops:.2f} | {lat / base_lat:.2f} |")
     print()
+
+notes = __import__("os").path.join(__import__("os").path.dirname(__file__), "NOTES.md")
+if __import__("os").path.exists(notes):
+    print(open(notes).read().rstrip())
