@@ -13,7 +13,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench e2e clean
+.PHONY: all build run test test-deps dist install bench e2e certs clean
 
 all: build
 
@@ -47,10 +47,18 @@ install: dist
 	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
 	install -m 0755 dist/netswap $(BINDIR)/netswap
+	install -m 0755 scripts/netswap-make-certs $(SBINDIR)/netswap-make-certs
 	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket $(UNITDIR)/
 	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
 	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
 	install -m 0644 README.md docs/*.md $(DOCDIR)/
+
+## A small site's TLS credentials: make certs DIR=/etc/netswap/tls SERVER=swap.lan CLIENTS="pc01 pc02"
+DIR     ?= tls
+SERVER  ?= $(shell hostname -f 2>/dev/null || hostname)
+CLIENTS ?= client
+certs:
+	scripts/netswap-make-certs $(DIR) --server-name $(SERVER) $(foreach c,$(CLIENTS),--client $(c))
 
 ## The end-to-end proof on a real kernel (QEMU guest, TCG); `make test` runs it too.
 e2e: test-deps dist

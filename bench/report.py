@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Turns bench/run.sh's raw results into the markdown of docs/performance.md: medians per server and workload, and
 ratios to nbdkit (throughput: higher is better; latency: lower is better)."""
+import os
 import platform
 import statistics
 import subprocess
@@ -63,6 +64,6 @@ for medium in media:
             print(f"| {name} | {server} | {iops:,.0f} | {mibs:,.1f} | {lat:,.1f} | {p99:,.1f} | {iops / base_iops:.2f} | {lat / base_lat:.2f} |")
     print()
 
-notes = __import__("os").path.join(__import__("os").path.dirname(__file__), "NOTES.md")
-if __import__("os").path.exists(notes):
+notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+if os.path.exists(notes):
     print(open(notes).read().rstrip())
