@@ -366,7 +366,7 @@ public class TransmissionTests
     [Fact]
     public async Task ManyConcurrentClients_OverLoopback_EachSeeTheirOwnWrites()
     {
-        await using var server = await ServerHarness.StartAsync(("shared", 16L * 1024 * 1024, false));
+        await using var server = await ServerHarness.StartAsync(("shared", 32L * 1024 * 1024, false));
         var tasks = Enumerable.Range(0, 24).Select(async i =>
         {
             await using var client = await server.ConnectAsync();
@@ -375,7 +375,8 @@ public class TransmissionTests
             for (var round = 0; round < 10; round++)
             {
                 var data = Pattern(65536, i * 100 + round);
-                var offset = (ulong)i * 512 * 1024 + (ulong)round * 65536;
+                // Each client owns its own 1 MiB: 10 rounds of 64 KiB stay inside it.
+                var offset = ((ulong)i * 1024 * 1024) + ((ulong)round * 65536);
                 Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, offset, 65536, payload: data)).Error);
                 Assert.Equal(data, (await client.RequestAsync(NbdCommand.Read, offset, 65536)).Data);
             }
