@@ -154,6 +154,23 @@ namespace NetSwap.Daemon
                 }
             }
 
+            NetSwap.Server.Discovery.DiscoveryResponder? discovery = null;
+            if (settings.Discovery && catalog.Swap is not null && server.Listeners.Count > 0)
+            {
+                var nbdPort = (ushort)(((System.Net.IPEndPoint?)server.Listeners[0].LocalEndPoint)?.Port ?? 9572);
+                var name = Environment.MachineName;
+                try
+                {
+                    discovery = NetSwap.Server.Discovery.DiscoveryResponder.Start(context,
+                        [new System.Net.IPEndPoint(System.Net.IPAddress.Any, settings.DiscoveryPort), new System.Net.IPEndPoint(System.Net.IPAddress.IPv6Any, settings.DiscoveryPort)],
+                        (client, probe) => NetSwap.Server.Discovery.DiscoveryAnswer.Build(client, probe, server, catalog, nbdPort, Version, name));
+                }
+                catch (System.Net.Sockets.SocketException e)
+                {
+                    DaemonLog.DiscoveryUnavailable(logger, settings.DiscoveryPort, e.Message);
+                }
+            }
+
             ControlServer? control = null;
             try
             {
@@ -188,6 +205,10 @@ namespace NetSwap.Daemon
                 await stop.Task;
             }
             await server.StopAsync();
+            if (discovery is not null)
+            {
+                await discovery.DisposeAsync();
+            }
             if (control is not null)
             {
                 await control.DisposeAsync();
@@ -399,6 +420,9 @@ namespace NetSwap.Daemon
 
         [LoggerMessage(1008, LogLevel.Information, "TLS {Mode}: server certificate {Subject} (SHA-256 {Fingerprint}), {CaCount} CA certificates, verify client {VerifyClient}, {Fingerprints} listed client fingerprints; TLS-only exports: {TlsOnly}")]
         public static partial void TlsOn(ILogger logger, TlsMode mode, string subject, string fingerprint, int caCount, bool verifyClient, int fingerprints, string tlsOnly);
+
+        [LoggerMessage(1009, LogLevel.Warning, "no discovery on udp port {Port} ({Reason}): clients must be given the server's address")]
+        public static partial void DiscoveryUnavailable(ILogger logger, int port, string reason);
 
         [LoggerMessage(1004, LogLevel.Information, "swap rule: clients in {Subnet} get {Size} B by default")]
         public static partial void SwapRule(ILogger logger, string subnet, long size);

@@ -44,6 +44,8 @@ internal sealed class DaemonSettings
     public bool TlsVerifyClient { get; set; }
     public string? TlsClientsFile { get; set; }
     public bool SwapTlsOnly { get; set; }
+    public bool Discovery { get; set; } = true;
+    public int DiscoveryPort { get; set; } = 9572;
 
     public IReadOnlyList<IPEndPoint> EffectiveListen => Listen ?? DefaultListen;
 }
@@ -185,6 +187,10 @@ internal static class SettingTable
             static (s, v, _) => s.TlsClientsFile = Path.GetFullPath(v)),
         new("swap-tls-only", null, "Serve swap only over TLS (with --tls on). File exports take tls-only = true in their table.",
             static (s, v, _) => s.SwapTlsOnly = ValueParsers.Boolean(v)),
+        new("discovery", "on|off", "Answer netswap clients' discovery probes on UDP (IPv4 broadcast, IPv6 multicast ff02::4e53:5750). Default: on (with swap).",
+            static (s, v, _) => s.Discovery = ValueParsers.Boolean(v)),
+        new("discovery-port", "PORT", "UDP port for discovery. Default: 9572.",
+            static (s, v, _) => s.DiscoveryPort = ValueParsers.Integer(v, 1, 65535)),
         new("verbose", null, "More log detail: -v for debug, -vv for trace. In the config file: verbose = 0, 1 or 2.",
             static (s, v, source) => s.Verbosity = source == SettingSource.CommandLine ? s.Verbosity + 1 : ValueParsers.Integer(v, 0, 2), Short: 'v'),
         new("quiet", null, "Log warnings and errors only.", static (s, _, _) => s.Verbosity = -1, Short: 'q'),

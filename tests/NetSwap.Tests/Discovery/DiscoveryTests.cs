@@ -1,0 +1,161 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using NetSwap.Protocol.Discovery;
+using NetSwap.Server.Access;
+using NetSwap.Server.Discovery;
+using NetSwap.Tests.Support;
+
+namespace NetSwap.Tests.Discovery;
+
+/// <summary>The discovery protocol: messages, the responder's rules (no amplification, no reply to strangers), and
+/// real discovery across a bridged LAN of network namespaces with two servers and two clients.</summary>
+public class DiscoveryTests
+{
+    private const long MiB = 1L << 20;
+
+    [Fact]
+    public void ProbeAndReply_RoundTrip()
+    {
+        var bytes = new byte[DiscoveryProtocol.ProbeSize];
+        new DiscoveryProbe(0xdeadbeef, 512 * MiB, "pc-07").Write(bytes);
+        Assert.True(DiscoveryProbe.TryRead(bytes, out var probe));
+        Assert.Equal(new DiscoveryProbe(0xdeadbeef, 512 * MiB, "pc-07"), probe);
+        Assert.False(DiscoveryProbe.TryRead(bytes.AsSpan(0, 255), out _));
+
+        var reply = new DiscoveryReply(7, DiscoveryReplyFlags.SwapAvailable | DiscoveryReplyFlags.TlsOffered, 9572, 12, 345, 3UL << 30, 4UL << 30, "0.1.0", "lab-server");
+        var replyBytes = new byte[reply.Size];
+        Assert.Equal(reply.Size, reply.Write(replyBytes));
+        Assert.True(DiscoveryReply.TryRead(replyBytes, out var parsed));
+        Assert.Equal(reply, parsed);
+        Assert.True(reply.Size < DiscoveryProtocol.ProbeSize);
+        var longNames = reply with { ServerName = new string('n', 300), ServerVersion = new string('v', 300) };
+        Assert.True(longNames.Size <= DiscoveryProtocol.ProbeSize, "a reply can never be larger than a probe");
+    }
+
+    private static async Task<byte[]?> AskAsync(int port, byte[] datagram, string source = "127.0.0.1")
+    {
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        socket.Bind(new IPEndPoint(IPAddress.Parse(source), 0));
+        await socket.SendToAsync(datagram, new IPEndPoint(IPAddress.Loopback, port));
+        var buffer = new byte[4096];
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+        try
+        {
+            var received = await socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), timeout.Token);
+            return buffer[..received.ReceivedBytes];
+        }
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    private static byte[] Probe(int size = DiscoveryProtocol.ProbeSize, uint id = 1)
+    {
+        var bytes = new byte[size];
+        new DiscoveryProbe(id, 0, "").Write(bytes);
+        return bytes;
+    }
+
+    [Fact]
+    public async Task Responder_AnswersOnlyProperProbes_FromAdmittedClients_NeverLargerThanTheProbe_AndRateLimited()
+    {
+        await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
+        await using var server = ServerHarness.StartSwap(fs.Path);
+        server.Context.Policy = new AccessPolicy(new AddressRuleSet([new AddressRule(IPNetwork.Parse("127.0.0.0/24"), RuleAction.Allow, "t")]),
+            new Dictionary<string, AddressRuleSet>(), null, new AccessLimits());
+        var catalog = (NetSwap.Server.Exports.ExportCatalog)server.Context.Exports;
+        await using var responder = DiscoveryResponder.Start(server.Context, [new IPEndPoint(IPAddress.Loopback, 0)],
+            (client, probe) => DiscoveryAnswer.Build(client, probe, server.Server, catalog, (ushort)server.Port, "0.1.0", "test-server"));
+        var port = ((IPEndPoint)responder.Sockets[0].LocalEndPoint!).Port;
+
+        var answer = await AskAsync(port, Probe(id: 42));
+        Assert.NotNull(answer);
+        Assert.True(answer!.Length <= DiscoveryProtocol.ProbeSize);
+        Assert.True(DiscoveryReply.TryRead(answer, out var reply));
+        Assert.Equal((42u, (ushort)server.Port, "test-server"), (reply.ProbeId, reply.NbdPort, reply.ServerName));
+        Assert.True(reply.Flags.HasFlag(DiscoveryReplyFlags.SwapAvailable));
+        Assert.True(reply.FreeCapacity > 100 * MiB);
+
+        var foreign = Probe();
+        foreign[0] = (byte)'X';
+        var wrongVersion = Probe();
+        wrongVersion[4] = 99;
+        var malformedToken = Probe();
+        malformedToken[20] = 5;
+        "a b/c"u8.CopyTo(malformedToken.AsSpan(21));
+        foreach (var (what, datagram) in new[] { ("short", Probe()[..200]), ("foreign", foreign), ("oversized", Probe(2000)), ("other version", wrongVersion), ("bad token", malformedToken) })
+        {
+            Assert.True(await AskAsync(port, datagram) is null, $"{what} probe got a reply");
+        }
+        Assert.Null(await AskAsync(port, Probe(), source: "127.0.1.9"));   // not admitted by the rules
+
+        // 20 probes at once from one address: the burst of 10 is answered, the rest is not.
+        using var flood = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        flood.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.77"), 0));
+        for (var i = 0; i < 20; i++)
+        {
+            await flood.SendToAsync(Probe(id: (uint)i), new IPEndPoint(IPAddress.Loopback, port));
+        }
+        var answered = 0;
+        using var window = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+        try
+        {
+            while (true)
+            {
+                await flood.ReceiveFromAsync(new byte[512], SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), window.Token);
+                answered++;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        Assert.InRange(answered, 10, 11);   // a burst of 10 (plus what 5 a second refills meanwhile)
+        Assert.True(responder.Ignored >= 7 + 5);
+    }
+
+    [Fact]
+    public async Task OnALan_EachClientSeesExactlyTheServersThatAdmitIt_AndPicksTheRightOne()
+    {
+        await using var big = await TmpfsMount.CreateAsync(1024 * MiB);
+        await using var small = await TmpfsMount.CreateAsync(128 * MiB);
+        await using var lan = new Lan();
+        await lan.CreateAsync(("s1", 1), ("s2", 2), ("c1", 11), ("c2", 12));
+        await using var s1 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s1")], "--swap-dir", big.Path, "--swap-size", "64M", "-v");
+        await using var s2 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s2")], "--swap-dir", small.Path, "--swap-size", "64M",
+            "--allow", $"{lan.Address(0)}/24", "--deny", lan.Address(12), "-v");
+        await s1.WaitForPortAsync();
+        await s2.WaitForPortAsync();
+        Assert.True(await s1.WaitForLogAsync("discovery: answering probes"), s1.Stderr);
+        Assert.True(await s2.WaitForLogAsync("discovery: answering probes"), s2.Stderr);
+
+        var c1 = await DiscoverAsync(lan, "c1");
+        var c1Addresses = c1.Select(e => e.GetProperty("address").GetString()).ToList();
+        Assert.Contains(lan.Address(1), c1Addresses);
+        Assert.Contains(lan.Address(2), c1Addresses);
+        Assert.Contains(lan.Address6(1), c1Addresses);   // found over IPv6 multicast too
+        // The big server ranks first (most free capacity), reached over IPv4 or IPv6.
+        Assert.Contains(c1[0].GetProperty("address").GetString(), new[] { lan.Address(1), lan.Address6(1) });
+
+        var c2 = await DiscoverAsync(lan, "c2");
+        var c2Addresses = c2.Select(e => e.GetProperty("address").GetString()).ToList();
+        Assert.Contains(lan.Address(1), c2Addresses);
+        Assert.DoesNotContain(lan.Address(2), c2Addresses);
+        Assert.DoesNotContain(lan.Address6(2), c2Addresses);
+
+        // Wanting more than the small server can give: the big one first, the small one ranked after it.
+        var wanting = await DiscoverAsync(lan, "c1", "--size", "200M");
+        Assert.Contains(wanting[0].GetProperty("address").GetString(), new[] { lan.Address(1), lan.Address6(1) });
+        Assert.True(wanting.Last().GetProperty("free_capacity").GetInt64() < 200 * MiB);
+    }
+
+    private static async Task<List<JsonElement>> DiscoverAsync(Lan lan, string host, params string[] extra)
+    {
+        var netswap = Path.Combine(AppContext.BaseDirectory, "netswap.dll");
+        var result = await ExternalTool.RunAsync("ip", ["netns", "exec", lan.Namespace(host), "dotnet", netswap, "discover", "--json", "--timeout", "2s", .. extra]);
+        Assert.True(result.ExitCode == 0, result.All);
+        using var document = JsonDocument.Parse(result.Stdout);
+        return [.. document.RootElement.EnumerateArray().Select(e => e.Clone())];
+    }
+}
