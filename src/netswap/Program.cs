@@ -18,6 +18,16 @@ namespace NetSwap.Client
             The NetSwap client.
 
             Commands:
+              attach [SERVER[:PORT]] [--device /dev/nbdN|auto] [--size SIZE] [--token T] [--encrypt] [--priority N]
+                     [--mode persist|netlink] [--auto] [--config FILE] [--timeout 2s]
+                                               Attach swap: discover a server when none is given, connect a free
+                                               /dev/nbdN with nbd-client (-swap -b 4096; persist mode reconnects),
+                                               dm-crypt with a random key (--encrypt), mkswap when needed, swapon.
+                                               --auto applies client.conf's SWAP and THRESHOLD (for boot scripts).
+              detach [--device /dev/nbdN | --all]     swapoff, close dm-crypt, nbd-client -d, in that order.
+              status [--json]                  The swap attached here: device, server, size, used, encrypted.
+              server-status [--json] [--control-socket PATH]
+                                               Ask a netswapd on this host for its clients and swap areas.
               discover [--timeout 1s] [--json] [--size SIZE] [--port PORT] [--address ADDR]...
                                                Find swap servers on the LAN (IPv4 broadcast on every interface and
                                                255.255.255.255, IPv6 multicast ff02::4e53:5750 on every interface),
@@ -44,6 +54,10 @@ namespace NetSwap.Client
                     "version" or "--version" => Version(),
                     "exports" => await ExportsAsync(args[1..]),
                     "discover" => await DiscoverAsync(args[1..]),
+                    "attach" => await AttachAsync(args[1..]),
+                    "detach" => await DetachAsync(args[1..]),
+                    "status" => Status(args[1..]),
+                    "server-status" => await ServerStatusAsync(args[1..]),
                     _ => throw new UsageException($"unknown command '{args[0]}' (see netswap help)"),
                 };
             }
@@ -52,7 +66,8 @@ namespace NetSwap.Client
                 await Console.Error.WriteLineAsync($"netswap: {e.Message}");
                 return 2;
             }
-            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NbdProtocolException or OperationCanceledException)
+            catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NbdProtocolException or OperationCanceledException
+                or Attach.AttachException or FormatException or UnauthorizedAccessException)
             {
                 await Console.Error.WriteLineAsync($"netswap: {e.Message}");
                 return 1;
@@ -136,6 +151,153 @@ namespace NetSwap.Client
                 }
             }
             return servers.Count > 0 ? 0 : 1;
+        }
+
+        private static Attach.SwapAttacher Attacher() => new(new Attach.ProcessRunner(), new Attach.SystemPaths(), Console.Error);
+
+        private static async Task<int> AttachAsync(string[] args)
+        {
+            var options = new ArgumentReader(args);
+            var auto = options.Flag("--auto");
+            var encryptFlag = options.Flag("--encrypt");
+            var configPath = options.Value("--config") ?? Attach.ClientConfig.DefaultPath;
+            var device = options.Value("--device") ?? "auto";
+            var size = options.Value("--size") is not null ? options.Size("--size", 0) : (long?)null;
+            var token = options.Value("--token");
+            var priority = options.Value("--priority") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : (int?)null;
+            var mode = (options.Value("--mode") ?? "persist") switch
+            {
+                "persist" => Attach.NbdClientMode.Persist,
+                "netlink" => Attach.NbdClientMode.Netlink,
+                var m => throw new UsageException($"--mode: '{m}' is not persist or netlink"),
+            };
+            var timeout = options.Duration("--timeout", TimeSpan.FromSeconds(2));
+            options.EnsureConsumed(maxPositional: 1);
+            if (device != "auto" && !device.StartsWith("/dev/nbd", StringComparison.Ordinal))
+            {
+                throw new UsageException($"--device: '{device}' is not /dev/nbdN or auto");
+            }
+            var commandLine = File.Exists("/proc/cmdline") ? await File.ReadAllTextAsync("/proc/cmdline") : null;
+            var config = Attach.ClientConfig.Load(configPath, commandLine);
+            if (auto)
+            {
+                if (config.Swap == Attach.SwapPolicy.No)
+                {
+                    await Console.Out.WriteLineAsync($"netswap: swap disabled (SWAP=no in {configPath})");
+                    return 0;
+                }
+                var memory = Attach.ClientConfig.MemTotal();
+                if (config.Swap == Attach.SwapPolicy.Auto && memory >= config.Threshold)
+                {
+                    await Console.Out.WriteLineAsync($"netswap: {memory >> 20} MiB of memory is not below THRESHOLD ({config.Threshold >> 20} MiB): no network swap needed");
+                    return 0;
+                }
+            }
+            size ??= config.Size;
+            token ??= config.Token ?? MachineToken.Get();
+            var serverText = options.Positional.FirstOrDefault() ?? config.Server;
+            IPEndPoint server;
+            if (serverText is not null)
+            {
+                server = ParseServer(serverText);
+            }
+            else
+            {
+                var found = await Discovery.ServerFinder.DiscoverAsync(timeout, (ulong)(size ?? 0), token, DiscoveryProtocol.Port);
+                var best = found.FirstOrDefault(f => f.Admits && f.Reply.FreeCapacity >= (ulong)(size ?? 0))
+                    ?? throw new Attach.AttachException(found.Count == 0
+                        ? $"no swap server answered discovery within {timeout.TotalSeconds:0.#} s; give one: netswap attach SERVER"
+                        : $"{found.Count} servers answered but none has room for {(size ?? 0) >> 20} MiB");
+                server = best.NbdEndpoint;
+                await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {server} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
+            }
+            var attached = await Attacher().AttachAsync(new Attach.AttachRequest(server, device, size, token, encryptFlag || config.Encrypt, priority ?? config.Priority, mode));
+            await Console.Out.WriteLineAsync($"netswap: swap on {attached.Target} ({attached.Size >> 20} MiB from {attached.Server}, export {attached.Export}{(attached.Encrypted ? ", encrypted" : "")})");
+            return 0;
+        }
+
+        private static async Task<int> DetachAsync(string[] args)
+        {
+            var options = new ArgumentReader(args);
+            var all = options.Flag("--all");
+            var device = options.Value("--device");
+            options.EnsureConsumed();
+            var attacher = Attacher();
+            var attached = attacher.Attached();
+            var chosen = device is null ? attached : attached.Where(a => a.Device == device).ToList();
+            if (device is null && !all && attached.Count > 1)
+            {
+                throw new UsageException($"{attached.Count} swap devices are attached: name one with --device, or use --all");
+            }
+            if (chosen.Count == 0)
+            {
+                await Console.Error.WriteLineAsync(device is null ? "netswap: no network swap is attached" : $"netswap: {device} is not attached by netswap");
+                return device is null ? 0 : 1;
+            }
+            var ok = true;
+            foreach (var swap in chosen)
+            {
+                ok &= await attacher.DetachAsync(swap);
+                await Console.Out.WriteLineAsync($"netswap: {swap.Device} {(ok ? "detached" : "not fully detached")}");
+            }
+            return ok ? 0 : 1;
+        }
+
+        private static int Status(string[] args)
+        {
+            var options = new ArgumentReader(args);
+            var json = options.Flag("--json");
+            options.EnsureConsumed();
+            var attacher = Attacher();
+            var usage = attacher.SwapUsage();
+            var rows = attacher.Attached().Select(a =>
+            {
+                var resolved = new FileInfo(a.Target).ResolveLinkTarget(returnFinalTarget: true)?.FullName ?? a.Target;
+                var used = usage.GetValueOrDefault(a.Target, usage.GetValueOrDefault(resolved, -1));
+                return (Swap: a, Used: used);
+            }).ToList();
+            var output = Console.Out;
+            if (json)
+            {
+                output.WriteLine("[");
+                for (var i = 0; i < rows.Count; i++)
+                {
+                    var (a, used) = rows[i];
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  {{\"device\": {Quote(a.Device)}, \"swap_device\": {Quote(a.Target)}, \"server\": {Quote(a.Server)}, \"export\": {Quote(a.Export)}, \"size\": {a.Size}, \"used\": {used}, \"active\": {(used >= 0 ? "true" : "false")}, \"encrypted\": {(a.Encrypted ? "true" : "false")}}}{(i + 1 < rows.Count ? "," : "")}"));
+                }
+                output.WriteLine("]");
+                return 0;
+            }
+            if (rows.Count == 0)
+            {
+                output.WriteLine("no network swap attached");
+                return 0;
+            }
+            output.WriteLine($"{"DEVICE",-12}{"SWAP ON",-26}{"SERVER",-28}{"SIZE",10}{"USED",10}  ENCRYPTED");
+            foreach (var (a, used) in rows)
+            {
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{a.Device,-12}{a.Target,-26}{a.Server,-28}{a.Size >> 20,9}M{(used < 0 ? "off" : (used >> 20) + "M"),10}  {(a.Encrypted ? "yes" : "no")}"));
+            }
+            return 0;
+        }
+
+        private static async Task<int> ServerStatusAsync(string[] args)
+        {
+            var options = new ArgumentReader(args);
+            var json = options.Flag("--json");
+            var path = options.Value("--control-socket") ?? "/run/netswap/netswapd.sock";
+            options.EnsureConsumed();
+            var reply = await NetSwap.Protocol.Control.ServerStatusText.QueryAsync(path);
+            if (json)
+            {
+                await Console.Out.WriteAsync(reply);
+                return 0;
+            }
+            var status = NetSwap.Protocol.Control.ControlJsonContext.Deserialize(reply) ?? throw new FormatException("unreadable answer from netswapd");
+            await Console.Out.WriteAsync(NetSwap.Protocol.Control.ServerStatusText.Format(status));
+            return 0;
         }
 
         private static string Flag(NetSwap.Protocol.Discovery.DiscoveryReplyFlags flags, NetSwap.Protocol.Discovery.DiscoveryReplyFlags flag) => (flags & flag) != 0 ? "true" : "false";

@@ -1,0 +1,122 @@
+using System.Globalization;
+
+namespace NetSwap.Client.Attach;
+
+internal enum SwapPolicy
+{
+    Auto,
+    Yes,
+    No,
+}
+
+/// <summary>
+/// /etc/netswap/client.conf, shell-style KEY=VALUE lines (as LTSP's lts.conf): SWAP=auto|yes|no, SERVER=, SIZE=,
+/// ENCRYPT=, PRIORITY=, THRESHOLD= (attach only when MemTotal is below it, as LTSP's NBD_SWAP_THRESHOLD), TOKEN=.
+/// A netbooted client may carry netswap=host[:port] on the kernel command line, which wins over SERVER.
+/// </summary>
+internal sealed record ClientConfig
+{
+    public const string DefaultPath = "/etc/netswap/client.conf";
+
+    public SwapPolicy Swap { get; init; } = SwapPolicy.Auto;
+    public string? Server { get; init; }
+    public long? Size { get; init; }
+    public bool Encrypt { get; init; }
+    public int? Priority { get; init; }
+    /// <summary>Bytes; with SWAP=auto, attach only when the machine has less memory than this.</summary>
+    public long Threshold { get; init; } = 1L << 30;
+    public string? Token { get; init; }
+
+    public static ClientConfig Load(string path, string? kernelCommandLine)
+    {
+        var config = new ClientConfig();
+        if (File.Exists(path))
+        {
+            config = Parse(path, File.ReadAllLines(path));
+        }
+        var fromCommandLine = ServerFromKernelCommandLine(kernelCommandLine);
+        return fromCommandLine is null ? config : config with { Server = fromCommandLine };
+    }
+
+    public static ClientConfig Parse(string path, IEnumerable<string> lines)
+    {
+        var config = new ClientConfig();
+        var number = 0;
+        foreach (var raw in lines)
+        {
+            number++;
+            var line = raw.Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+            {
+                continue;
+            }
+            var equals = line.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                throw new FormatException($"{path}:{number}: expected KEY=VALUE");
+            }
+            var key = line[..equals].Trim();
+            var value = line[(equals + 1)..].Trim().Trim('"', '\'');
+            config = key switch
+            {
+                "SWAP" => config with
+                {
+                    Swap = value.ToLowerInvariant() switch
+                    {
+                        "auto" => SwapPolicy.Auto,
+                        "yes" or "true" or "1" => SwapPolicy.Yes,
+                        "no" or "false" or "0" => SwapPolicy.No,
+                        _ => throw new FormatException($"{path}:{number}: SWAP must be auto, yes or no"),
+                    },
+                },
+                "SERVER" => config with { Server = value.Length == 0 ? null : value },
+                "SIZE" => config with { Size = value.Length == 0 ? null : ParseSize(path, number, value) },
+                "ENCRYPT" => config with { Encrypt = value.ToLowerInvariant() is "yes" or "true" or "1" },
+                "PRIORITY" => config with
+                {
+                    Priority = value.Length == 0 ? null : int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var p) && p is >= -1 and <= 32767
+                        ? p : throw new FormatException($"{path}:{number}: PRIORITY must be -1 to 32767"),
+                },
+                "THRESHOLD" => config with { Threshold = ParseSize(path, number, value) },
+                "TOKEN" => config with
+                {
+                    Token = value.Length == 0 ? null : NetSwap.Protocol.Swap.SwapExportName.IsValidToken(value)
+                        ? value : throw new FormatException($"{path}:{number}: TOKEN must be 1-64 characters of A-Z a-z 0-9 . _ -"),
+                },
+                _ => throw new FormatException($"{path}:{number}: unknown key '{key}' (known: SWAP, SERVER, SIZE, ENCRYPT, PRIORITY, THRESHOLD, TOKEN)"),
+            };
+        }
+        return config;
+    }
+
+    private static long ParseSize(string path, int number, string value) =>
+        NetSwap.Protocol.Swap.SwapExportName.TryParseSize(value, out var bytes) && bytes > 0
+            ? bytes
+            : throw new FormatException($"{path}:{number}: '{value}' is not a size (examples: 512M, 1G)");
+
+    /// <summary>netswap=host[:port] on the kernel command line.</summary>
+    public static string? ServerFromKernelCommandLine(string? commandLine)
+    {
+        foreach (var word in (commandLine ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (word.StartsWith("netswap=", StringComparison.Ordinal) && word.Length > "netswap=".Length)
+            {
+                return word["netswap=".Length..];
+            }
+        }
+        return null;
+    }
+
+    /// <summary>MemTotal from /proc/meminfo, in bytes.</summary>
+    public static long MemTotal(string meminfo = "/proc/meminfo")
+    {
+        foreach (var line in File.ReadLines(meminfo))
+        {
+            if (line.StartsWith("MemTotal:", StringComparison.Ordinal))
+            {
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+            }
+        }
+        return 0;
+    }
+}

@@ -1,0 +1,222 @@
+using System.Globalization;
+using System.Net;
+using NetSwap.Protocol.Swap;
+
+namespace NetSwap.Client.Attach;
+
+/// <summary>How nbd-client hands the connection to the kernel.</summary>
+internal enum NbdClientMode
+{
+    /// <summary>
+    /// ioctl mode with -persist: nbd-client stays resident (locked in memory by -swap) and reconnects after the
+    /// connection breaks; with the same swap/TOKEN the server gives the area back. nbd-client 3.24 reconnects only in
+    /// this mode (its netlink persist mode came with 3.27).
+    /// </summary>
+    Persist,
+    /// <summary>netlink mode: nbd-client configures the device and exits; a cut shorter than the TCP and NBD timeouts
+    /// is survived, a broken connection is not.</summary>
+    Netlink,
+}
+
+internal sealed record AttachRequest(IPEndPoint Server, string Device, long? Size, string Token, bool Encrypt, int? Priority, NbdClientMode Mode);
+
+/// <summary>What `netswap attach` set up, kept in /run/netswap so that detach and status find it.</summary>
+internal sealed record AttachedSwap(string Device, string Target, string Server, string Export, bool Encrypted, long Size)
+{
+    public string Serialize() => string.Create(CultureInfo.InvariantCulture,
+        $"DEVICE={Device}\nTARGET={Target}\nSERVER={Server}\nEXPORT={Export}\nENCRYPTED={(Encrypted ? "yes" : "no")}\nSIZE={Size}\n");
+
+    public static AttachedSwap? Parse(string text)
+    {
+        var values = text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => l.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0], p => p[1]);
+        return values.TryGetValue("DEVICE", out var device) && values.TryGetValue("TARGET", out var target)
+            ? new AttachedSwap(device, target, values.GetValueOrDefault("SERVER", "?"), values.GetValueOrDefault("EXPORT", "?"),
+                values.GetValueOrDefault("ENCRYPTED") == "yes", long.TryParse(values.GetValueOrDefault("SIZE"), CultureInfo.InvariantCulture, out var size) ? size : 0)
+            : null;
+    }
+}
+
+/// <summary>Where the system's pieces are: real paths in production, a scratch directory in tests.</summary>
+internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = "/dev", string State = "/run/netswap/attached", string Swaps = "/proc/swaps");
+
+/// <summary>A step that failed: which, the command, and what it said. Everything before it has been undone.</summary>
+internal sealed class AttachException(string message) : Exception(message);
+
+/// <summary>
+/// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, mkswap when the area has
+/// no swap header, swapon; and back in reverse. A failing step is reported with its command and output, and whatever
+/// was set up before it is undone, so a half-done attach never stays behind.
+/// </summary>
+internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, TextWriter log)
+{
+    public async Task<AttachedSwap> AttachAsync(AttachRequest request, CancellationToken cancellationToken = default)
+    {
+        var undo = new Stack<(string Command, string[] Arguments)>();
+        try
+        {
+            var device = request.Device == "auto" ? await FindFreeDeviceAsync(cancellationToken) : request.Device;
+            var export = new SwapExportName(request.Token, request.Size).ToString();
+            string[] nbdArguments =
+            [
+                request.Server.Address.ToString(), request.Server.Port.ToString(CultureInfo.InvariantCulture),
+                "-N", export, device, "-swap", "-b", "4096",
+                .. request.Mode == NbdClientMode.Persist ? ["-nonetlink", "-persist"] : Array.Empty<string>(),
+            ];
+            await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
+            undo.Push(("nbd-client", ["-d", device]));
+
+            var target = device;
+            if (request.Encrypt)
+            {
+                var name = "netswap-" + Path.GetFileName(device);
+                // Plain dm-crypt with a key nobody keeps: what the server stores can never be read, and nothing
+                // needs to be remembered across boots (swap is thrown away anyway).
+                await StepAsync("set up dm-crypt", "cryptsetup",
+                    ["open", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "512", "--key-file", "/dev/urandom", device, name], cancellationToken);
+                undo.Push(("cryptsetup", ["close", name]));
+                target = Path.Combine(paths.Dev, "mapper", name);
+                await StepAsync("write a swap header", "mkswap", [target], cancellationToken);
+            }
+            else if (!HasSwapHeader(device))
+            {
+                await StepAsync("write a swap header", "mkswap", [device], cancellationToken);
+            }
+            else
+            {
+                log.WriteLine($"netswap: {device} already carries a swap header from the server; no mkswap");
+            }
+            await StepAsync("enable swap", "swapon", request.Priority is { } priority ? ["-p", priority.ToString(CultureInfo.InvariantCulture), target] : [target], cancellationToken);
+            var attached = new AttachedSwap(device, target, request.Server.ToString(), export, request.Encrypt, DeviceSize(device));
+            Directory.CreateDirectory(paths.State);
+            await File.WriteAllTextAsync(Path.Combine(paths.State, Path.GetFileName(device)), attached.Serialize(), cancellationToken);
+            return attached;
+        }
+        catch (AttachException)
+        {
+            while (undo.Count > 0)
+            {
+                var (command, arguments) = undo.Pop();
+                var result = await runner.RunAsync(command, arguments, CancellationToken.None);
+                log.WriteLine($"netswap: undo: {command} {string.Join(' ', arguments)}: {(result.Succeeded ? "done" : "failed: " + result.Output)}");
+            }
+            throw;
+        }
+    }
+
+    private async Task StepAsync(string what, string command, string[] arguments, CancellationToken cancellationToken)
+    {
+        var result = await runner.RunAsync(command, arguments, cancellationToken);
+        if (!result.Succeeded)
+        {
+            throw new AttachException($"cannot {what}: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}{(result.Output.Length > 0 ? ":\n" + result.Output : "")}");
+        }
+    }
+
+    /// <summary>The first /dev/nbdN the kernel has not connected (no pid, size 0); loads the nbd module if there is none.</summary>
+    public async Task<string> FindFreeDeviceAsync(CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 2; attempt++)
+        {
+            var free = Directory.Exists(paths.SysBlock)
+                ? Directory.GetDirectories(paths.SysBlock, "nbd*")
+                    .Select(Path.GetFileName)
+                    .Where(n => int.TryParse(n![3..], NumberStyles.None, CultureInfo.InvariantCulture, out _))
+                    .OrderBy(n => int.Parse(n![3..], CultureInfo.InvariantCulture))
+                    .FirstOrDefault(n => !File.Exists(Path.Combine(paths.SysBlock, n!, "pid")) && ReadSectors(n!) == 0)
+                : null;
+            if (free is not null)
+            {
+                return Path.Combine(paths.Dev, free);
+            }
+            if (attempt == 0)
+            {
+                await runner.RunAsync("modprobe", ["nbd"], cancellationToken);
+            }
+        }
+        throw new AttachException("no free /dev/nbdN: is the nbd module available (modprobe nbd)?");
+    }
+
+    private long ReadSectors(string name)
+    {
+        try
+        {
+            return long.Parse(File.ReadAllText(Path.Combine(paths.SysBlock, name, "size")).Trim(), CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException)
+        {
+            return -1;
+        }
+    }
+
+    private long DeviceSize(string device) => Math.Max(0, ReadSectors(Path.GetFileName(device))) * 512;
+
+    private static bool HasSwapHeader(string device)
+    {
+        try
+        {
+            using var stream = File.OpenRead(device);
+            var page = new byte[SwapHeader.PageSize];
+            stream.ReadExactly(page);
+            return SwapHeader.TryRead(page, out _, out _, out _);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+
+    public IReadOnlyList<AttachedSwap> Attached()
+    {
+        if (!Directory.Exists(paths.State))
+        {
+            return [];
+        }
+        return [.. Directory.GetFiles(paths.State).Select(f => AttachedSwap.Parse(File.ReadAllText(f))).OfType<AttachedSwap>().OrderBy(a => a.Device, StringComparer.Ordinal)];
+    }
+
+    /// <summary>swapoff, close dm-crypt, nbd-client -d, in that order; false when a step failed (the rest still runs).</summary>
+    public async Task<bool> DetachAsync(AttachedSwap swap, CancellationToken cancellationToken = default)
+    {
+        var ok = true;
+        async Task RunAsync(string command, string[] arguments)
+        {
+            var result = await runner.RunAsync(command, arguments, cancellationToken);
+            if (!result.Succeeded)
+            {
+                ok = false;
+                log.WriteLine($"netswap: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}: {result.Output}");
+            }
+        }
+        await RunAsync("swapoff", [swap.Target]);
+        if (swap.Encrypted)
+        {
+            await RunAsync("cryptsetup", ["close", Path.GetFileName(swap.Target)]);
+        }
+        await RunAsync("nbd-client", ["-d", swap.Device]);
+        if (ok)
+        {
+            File.Delete(Path.Combine(paths.State, Path.GetFileName(swap.Device)));
+        }
+        return ok;
+    }
+
+    /// <summary>Used bytes of each active swap area, from /proc/swaps.</summary>
+    public Dictionary<string, long> SwapUsage()
+    {
+        var usage = new Dictionary<string, long>(StringComparer.Ordinal);
+        if (!File.Exists(paths.Swaps))
+        {
+            return usage;
+        }
+        foreach (var line in File.ReadLines(paths.Swaps).Skip(1))
+        {
+            var fields = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (fields.Length >= 4 && long.TryParse(fields[3], CultureInfo.InvariantCulture, out var usedKiB))
+            {
+                usage[fields[0]] = usedKiB * 1024;
+            }
+        }
+        return usage;
+    }
+}

@@ -1,0 +1,182 @@
+using System.Net;
+using NetSwap.Client;
+using NetSwap.Client.Attach;
+using NetSwap.Protocol.Swap;
+
+namespace NetSwap.Tests.Client;
+
+/// <summary>
+/// The plumbing of `netswap attach` and `detach`: which commands run, in which order, with which arguments, and how a
+/// half-done attach is undone. The commands are recorded, not run; the real run is the VM end-to-end test.
+/// </summary>
+public sealed class AttachTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("netswap-attach-").FullName;
+    private readonly RecordingRunner _runner = new();
+    private readonly StringWriter _log = new();
+
+    private sealed class RecordingRunner : ICommandRunner
+    {
+        public List<string> Commands { get; } = [];
+        public Dictionary<string, CommandResult> Failures { get; } = [];
+
+        public Task<CommandResult> RunAsync(string command, IReadOnlyList<string> arguments, CancellationToken cancellationToken = default)
+        {
+            var line = $"{command} {string.Join(' ', arguments)}";
+            Commands.Add(line);
+            var failure = Failures.FirstOrDefault(f => line.StartsWith(f.Key, StringComparison.Ordinal));
+            return Task.FromResult(failure.Value ?? new CommandResult(0, ""));
+        }
+    }
+
+    private SystemPaths Paths => new(Path.Combine(_root, "sys", "block"), Path.Combine(_root, "dev"), Path.Combine(_root, "run"), Path.Combine(_root, "swaps"));
+
+    /// <summary>nbd0 is busy (pid), nbd1 is connected (size), nbd2 is free; /dev/nbd2 holds a page with or without a header.</summary>
+    private void Devices(bool header)
+    {
+        foreach (var (name, pid, size) in new[] { ("nbd0", true, "0"), ("nbd1", false, "8"), ("nbd2", false, "0"), ("nbd10", false, "0") })
+        {
+            var dir = Path.Combine(_root, "sys", "block", name);
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "size"), size + "\n");
+            if (pid)
+            {
+                File.WriteAllText(Path.Combine(dir, "pid"), "123\n");
+            }
+        }
+        Directory.CreateDirectory(Path.Combine(_root, "dev"));
+        var page = new byte[SwapHeader.PageSize];
+        if (header)
+        {
+            SwapHeader.Write(page, 256L << 20, Guid.NewGuid(), "netswap");
+        }
+        File.WriteAllBytes(Path.Combine(_root, "dev", "nbd2"), page);
+    }
+
+    private static AttachRequest Request(bool encrypt = false, int? priority = null, NbdClientMode mode = NbdClientMode.Persist) =>
+        new(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572), "auto", 256L << 20, "pc07", encrypt, priority, mode);
+
+    [Fact]
+    public async Task Attach_WithServerHeader_SkipsMkswap_AndRecordsState()
+    {
+        Devices(header: true);
+        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var attached = await attacher.AttachAsync(Request(priority: 5));
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal(
+        [
+            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
+            $"swapon -p 5 {dev}",
+        ], _runner.Commands);
+        Assert.Contains("no mkswap", _log.ToString());
+        Assert.Equal(attached, Assert.Single(attacher.Attached()));
+        Assert.Equal("swap/pc07:256M", attached.Export);
+    }
+
+    [Fact]
+    public async Task Attach_WithoutHeader_RunsMkswap_AndNetlinkModeHasNoPersist()
+    {
+        Devices(header: false);
+        await new SwapAttacher(_runner, Paths, _log).AttachAsync(Request(mode: NbdClientMode.Netlink));
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal([$"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096", $"mkswap {dev}", $"swapon {dev}"], _runner.Commands);
+    }
+
+    [Fact]
+    public async Task Attach_Encrypted_PutsDmCryptWithARandomKeyBetweenDeviceAndSwap()
+    {
+        Devices(header: true);
+        var attached = await new SwapAttacher(_runner, Paths, _log).AttachAsync(Request(encrypt: true));
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        var mapper = Path.Combine(_root, "dev", "mapper", "netswap-nbd2");
+        Assert.Equal(
+        [
+            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
+            $"cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --key-file /dev/urandom {dev} netswap-nbd2",
+            $"mkswap {mapper}",
+            $"swapon {mapper}",
+        ], _runner.Commands);
+        Assert.True(attached.Encrypted);
+        Assert.Equal(mapper, attached.Target);
+    }
+
+    [Fact]
+    public async Task FailingStep_IsReportedWithCommandAndOutput_AndEverythingBeforeIsUndone()
+    {
+        Devices(header: true);
+        _runner.Failures["swapon"] = new CommandResult(255, "swapon: /dev/mapper/netswap-nbd2: read swap header failed");
+        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var e = await Assert.ThrowsAsync<AttachException>(() => attacher.AttachAsync(Request(encrypt: true)));
+        Assert.Contains("cannot enable swap", e.Message);
+        Assert.Contains("exited 255", e.Message);
+        Assert.Contains("read swap header failed", e.Message);
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal(["cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands.TakeLast(2));
+        Assert.Empty(attacher.Attached());
+    }
+
+    [Fact]
+    public async Task FailingConnect_UndoesNothing_AndSaysWhy()
+    {
+        Devices(header: true);
+        _runner.Failures["nbd-client"] = new CommandResult(1, "Error: Connection refused");
+        var e = await Assert.ThrowsAsync<AttachException>(() => new SwapAttacher(_runner, Paths, _log).AttachAsync(Request()));
+        Assert.Contains("cannot connect the NBD device", e.Message);
+        Assert.Contains("Connection refused", e.Message);
+        Assert.Single(_runner.Commands);
+    }
+
+    [Fact]
+    public async Task NoFreeDevice_LoadsTheModuleOnce_ThenFails()
+    {
+        Directory.CreateDirectory(Path.Combine(_root, "sys", "block"));
+        var e = await Assert.ThrowsAsync<AttachException>(() => new SwapAttacher(_runner, Paths, _log).AttachAsync(Request()));
+        Assert.Contains("no free /dev/nbdN", e.Message);
+        Assert.Equal(["modprobe nbd"], _runner.Commands);
+    }
+
+    [Fact]
+    public async Task Detach_SwapoffThenDmCryptThenNbd_AndForgetsTheDevice()
+    {
+        Devices(header: true);
+        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var attached = await attacher.AttachAsync(Request(encrypt: true));
+        _runner.Commands.Clear();
+        Assert.True(await attacher.DetachAsync(attached));
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal([$"swapoff {attached.Target}", "cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands);
+        Assert.Empty(attacher.Attached());
+    }
+
+    [Fact]
+    public void SwapUsage_ComesFromProcSwaps()
+    {
+        File.WriteAllText(Path.Combine(_root, "swaps"), "Filename\tType\tSize\tUsed\tPriority\n/dev/nbd0                               partition\t131068\t4096\t-2\n");
+        Assert.Equal(4096L * 1024, new SwapAttacher(_runner, Paths, _log).SwapUsage()["/dev/nbd0"]);
+    }
+
+    [Fact]
+    public void ClientConfig_ParsesEveryKey_AndTheKernelCommandLineWins()
+    {
+        var config = ClientConfig.Parse("client.conf", ["# lab", "SWAP=auto", "SERVER=10.0.5.1:9572", "SIZE=512M", "ENCRYPT=yes", "PRIORITY=10", "THRESHOLD=128M", "TOKEN=pc-07"]);
+        Assert.Equal(new ClientConfig { Swap = SwapPolicy.Auto, Server = "10.0.5.1:9572", Size = 512L << 20, Encrypt = true, Priority = 10, Threshold = 128L << 20, Token = "pc-07" }, config);
+        Assert.Equal("10.0.9.9", ClientConfig.ServerFromKernelCommandLine("root=/dev/nfs netswap=10.0.9.9 quiet"));
+        Assert.Null(ClientConfig.ServerFromKernelCommandLine("quiet"));
+        var e = Assert.Throws<FormatException>(() => ClientConfig.Parse("/etc/netswap/client.conf", ["SWAP=yes", "SIZE=lots"]));
+        Assert.StartsWith("/etc/netswap/client.conf:2:", e.Message);
+        Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["BOGUS=1"]));
+        Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["TOKEN=../x"]));
+    }
+
+    [Fact]
+    public void MachineToken_ComesFromMachineId()
+    {
+        var path = Path.Combine(_root, "machine-id");
+        File.WriteAllText(path, "0123456789ABCDEF0123456789abcdef\n");
+        var token = MachineToken.Get(path);
+        Assert.Equal("m-0123456789abcdef", token);
+        Assert.True(SwapExportName.IsValidToken(MachineToken.Get(Path.Combine(_root, "missing"))));
+    }
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+}
