@@ -28,7 +28,7 @@ test-deps:
 	scripts/install-test-deps.sh
 
 ## Install every Debian package the tests need, then run every test; the last line is "N passed, N failed".
-test: test-deps
+test: test-deps dist
 	CONFIG=$(CONFIG) scripts/run-tests.sh
 
 ## Native AOT executables: dist/netswapd and dist/netswap (statically linked, runs in a bare initramfs).

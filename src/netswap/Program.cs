@@ -153,7 +153,7 @@ namespace NetSwap.Client
             return servers.Count > 0 ? 0 : 1;
         }
 
-        private static Attach.SwapAttacher Attacher() => new(new Attach.ProcessRunner(), new Attach.SystemPaths(), Console.Error);
+        private static Attach.SwapAttacher Attacher() => new(new Attach.ProcessRunner(), new Attach.LinuxSwapSystem(), new Attach.SystemPaths(), Console.Error);
 
         private static async Task<int> AttachAsync(string[] args)
         {
@@ -162,7 +162,7 @@ namespace NetSwap.Client
             var encryptFlag = options.Flag("--encrypt");
             var configPath = options.Value("--config") ?? Attach.ClientConfig.DefaultPath;
             var device = options.Value("--device") ?? "auto";
-            var size = options.Value("--size") is not null ? options.Size("--size", 0) : (long?)null;
+            var size = options.OptionalSize("--size");
             var token = options.Value("--token");
             var priority = options.Value("--priority") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : (int?)null;
             var mode = (options.Value("--mode") ?? "persist") switch
@@ -393,6 +393,19 @@ namespace NetSwap.Client
             return double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value > 0
                 ? TimeSpan.FromSeconds(value * scale)
                 : throw new UsageException($"option '{name}': '{text}' is not a duration (examples: 1s, 500ms)");
+        }
+
+        /// <summary>The size given with the option, or null when it is absent.</summary>
+        public long? OptionalSize(string name)
+        {
+            var text = Value(name);
+            if (text is null)
+            {
+                return null;
+            }
+            return NetSwap.Protocol.Swap.SwapExportName.TryParseSize(text.Trim(), out var bytes) && bytes > 0
+                ? bytes
+                : throw new UsageException($"option '{name}': '{text}' is not a size (examples: 512M, 1G)");
         }
 
         public long Size(string name, long fallback)

@@ -6,7 +6,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/build}
 mkdir -p "$out"
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$here/init.sh" ] && [ "$out/initrd.gz" -nt "$here/memtest.c" ]; then
+netswap=${NETSWAP_BIN:-$here/../../dist/netswap}
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$here/init.sh" ] && [ "$out/initrd.gz" -nt "$here/memtest.c" ] \
+   && { [ ! -e "$netswap" ] || [ "$out/initrd.gz" -nt "$netswap" ]; }; then
   echo "e2e guest: up to date in $out"
   exit 0
 fi
@@ -14,13 +16,13 @@ for tool in qemu-system-x86_64 busybox nbd-client cpio gcc; do
   command -v "$tool" >/dev/null || { echo "e2e guest: $tool missing (make test-deps installs it)" >&2; exit 1; }
 done
 work=$(mktemp -d)
-chmod 0755 "$work"   # apt-get download runs as _apt
+
 trap 'rm -rf "$work"' EXIT
 
 # The kernel: the version linux-image-amd64 points at.
 image=$(apt-cache depends linux-image-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -1)
 [ -n "$image" ] || { echo "e2e guest: cannot find the kernel package (apt-get update?)" >&2; exit 1; }
-(cd "$work" && apt-get download "$image" >/dev/null)
+(cd "$work" && apt-get -o APT::Sandbox::User=root download "$image" >/dev/null)
 dpkg -x "$work"/linux-image-*.deb "$work/kernel"
 cp "$work"/kernel/boot/vmlinuz-* "$out/vmlinuz"
 modules=$(echo "$work"/kernel/lib/modules/*)
@@ -42,6 +44,11 @@ for lib in $(ldd "$nbd" | grep -o '/[^ ]*'); do
   cp -L "$lib" "$root$lib"
 done
 gcc -static -O2 -o "$root/bin/memtest" "$here/memtest.c"
+# The client under test: the statically linked native build (make dist), alone in a bare initramfs.
+if [ -x "$netswap" ]; then
+  file "$netswap" | grep -q 'statically linked' || { echo "e2e guest: $netswap is not statically linked" >&2; exit 1; }
+  cp "$netswap" "$root/bin/netswap"
+fi
 install -m 0755 "$here/init.sh" "$root/init"
 echo "root:x:0:0:root:/:/bin/sh" > "$root/etc/passwd"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.gz.tmp"

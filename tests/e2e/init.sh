@@ -2,6 +2,7 @@
 # PID 1 of the end-to-end guest: brings up the network, attaches swap over NBD from the NetSwap server, runs the
 # workload and reports a verdict on the serial console. Parameters come from the kernel command line (netswap.*).
 /bin/busybox --install -s /bin
+export PATH=/bin:/sbin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -35,20 +36,30 @@ if [ "$SCENARIO" = tls ]; then
     say "attaching swap/$TOKEN from $SERVER:$PORT over TLS"
     nbd-client "$SERVER" "$PORT" -N "swap/$TOKEN" /dev/nbd0 -b 4096 \
         -certfile /certs/client-cert.pem -keyfile /certs/client-key.pem -cacertfile /certs/ca-cert.pem || finish FAIL
-    dd if=/dev/urandom of=/tmp/data bs=1M count=8 2>/dev/null
-    dd if=/tmp/data of=/dev/nbd0 bs=1M seek=1 conv=fsync 2>/dev/null || finish FAIL
+    dd if=/dev/urandom of=/tmp/data bs=1M count=4 2>/dev/null || { say "cannot make test data"; finish FAIL; }
+    dd if=/tmp/data of=/dev/nbd0 bs=1M seek=1 conv=fsync 2>&1 || { say "write through /dev/nbd0 failed"; finish FAIL; }
     echo 3 > /proc/sys/vm/drop_caches
-    dd if=/dev/nbd0 of=/tmp/back bs=1M skip=1 count=8 2>/dev/null || finish FAIL
-    cmp /tmp/data /tmp/back && say "TLS DATA VERIFIED 8 MiB" || finish FAIL
+    dd if=/dev/nbd0 of=/tmp/back bs=1M skip=1 count=4 2>&1 || { say "read through /dev/nbd0 failed"; finish FAIL; }
+    cmp /tmp/data /tmp/back || { say "data read back differs"; finish FAIL; }
+    say "TLS DATA VERIFIED 4 MiB"
     nbd-client -d /dev/nbd0 || finish FAIL
     trap - EXIT
     finish PASS
 fi
 
-say "attaching swap/$TOKEN from $SERVER:$PORT"
-nbd-client "$SERVER" "$PORT" -N "swap/$TOKEN" /dev/nbd0 -swap -b 4096 || finish FAIL
-# No mkswap: the server hands the area out with a swap header already written.
-swapon /dev/nbd0 || finish FAIL
+if [ "$SCENARIO" = attach ]; then
+    # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed).
+    say "netswap attach $SERVER:$PORT"
+    netswap attach "$SERVER:$PORT" --token "$TOKEN" --size 128M --priority 5 || finish FAIL
+    netswap status
+    DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
+else
+    say "attaching swap/$TOKEN from $SERVER:$PORT"
+    nbd-client "$SERVER" "$PORT" -N "swap/$TOKEN" /dev/nbd0 -swap -b 4096 || finish FAIL
+    # No mkswap: the server hands the area out with a swap header already written.
+    swapon /dev/nbd0 || finish FAIL
+    DEVICE=/dev/nbd0
+fi
 say "swaps: $(tail -n +2 /proc/swaps)"
 before_in=$(sed -n 's/^pswpin //p' /proc/vmstat)
 before_out=$(sed -n 's/^pswpout //p' /proc/vmstat)
@@ -57,7 +68,13 @@ start=$(cut -d' ' -f1 /proc/uptime)
 result=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 say "pages swapped in $(( $(sed -n 's/^pswpin //p' /proc/vmstat) - before_in )) out $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) workload ${start}s..${end}s"
-swapoff /dev/nbd0 || result=1
-nbd-client -d /dev/nbd0 || result=1
+if [ "$SCENARIO" = attach ]; then
+    netswap status
+    netswap detach || result=1
+    grep -q nbd /proc/swaps && result=1
+else
+    swapoff "$DEVICE" || result=1
+    nbd-client -d "$DEVICE" || result=1
+fi
 trap - EXIT
 if [ "$result" -eq 0 ]; then finish PASS; else finish FAIL; fi

@@ -3,7 +3,8 @@
 # with little RAM attaching swap from it with the kernel's NBD client, and a workload twice the usable RAM with every
 # page verified. Prints the guest's console and the server's log on failure; exit 0 only on a verified pass.
 #
-#   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default) | tls (data through nbd-client's TLS, not swap)
+#   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default: plain nbd-client + swapon) | attach (netswap attach,
+#                                        status, detach) | tls (data through nbd-client's TLS, not swap)
 #   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
 #   E2E_LOG_DIR=DIR                      keep the console and server logs there
 set -euo pipefail
@@ -44,7 +45,7 @@ if [ "$scenario" = tls ]; then
   initrd="$work/initrd.gz"
 fi
 "${netswapd[@]}" --listen "127.0.0.1:$port" --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
-  --control-socket "$work/control.sock" -v "${extra[@]}" > "$work/netswapd.log" 2>&1 &
+  --control-socket "$work/control.sock" --discovery off -v "${extra[@]}" > "$work/netswapd.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/netswapd.log" && break; sleep 0.05; done
 grep -q "netswapd ready" "$work/netswapd.log" || { cat "$work/netswapd.log"; echo "e2e: netswapd did not start" >&2; exit 1; }
@@ -63,7 +64,7 @@ sleep 1
 areas=$("${netswapd[@]}" status --json --control-socket "$work/control.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["swap"]["areas"]))')
 used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
 
-grep "NETSWAP-E2E\|MEMTEST\|memtest:" "$work/console.log" || true
+grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap:" "$work/console.log" || true
 grep "TLS established\|TLS refused" "$work/netswapd.log" || true
 verdict=FAIL
 case $scenario in

@@ -99,7 +99,7 @@ public readonly record struct SwapExportName(string? Token, long? RequestedSize)
     }
 
     public override string ToString() =>
-        Prefix + (Token is null ? "" : "/" + Token) + (RequestedSize is { } s ? ":" + FormatSize(s) : "");
+        Prefix + (Token is null ? "" : "/" + Token) + (RequestedSize is > 0 and var s ? ":" + FormatSize(s) : "");
 
     public static string FormatSize(long bytes) => bytes switch
     {

@@ -44,11 +44,11 @@ internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = 
 internal sealed class AttachException(string message) : Exception(message);
 
 /// <summary>
-/// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, mkswap when the area has
-/// no swap header, swapon; and back in reverse. A failing step is reported with its command and output, and whatever
+/// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, a swap header when the
+/// area has none, swapon(2); and back in reverse. A failing step is reported with its command and output, and whatever
 /// was set up before it is undone, so a half-done attach never stays behind.
 /// </summary>
-internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, TextWriter log)
+internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, SystemPaths paths, TextWriter log)
 {
     public async Task<AttachedSwap> AttachAsync(AttachRequest request, CancellationToken cancellationToken = default)
     {
@@ -65,6 +65,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
             ];
             await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
             undo.Push(("nbd-client", ["-d", device]));
+            await WaitUntilConnectedAsync(device, cancellationToken);
 
             var target = device;
             if (request.Encrypt)
@@ -76,17 +77,17 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
                     ["open", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "512", "--key-file", "/dev/urandom", device, name], cancellationToken);
                 undo.Push(("cryptsetup", ["close", name]));
                 target = Path.Combine(paths.Dev, "mapper", name);
-                await StepAsync("write a swap header", "mkswap", [target], cancellationToken);
+                Check("write a swap header", swap.WriteHeader(target));
             }
-            else if (!HasSwapHeader(device))
+            else if (!swap.HasHeader(device))
             {
-                await StepAsync("write a swap header", "mkswap", [device], cancellationToken);
+                Check("write a swap header", swap.WriteHeader(device));
             }
             else
             {
                 log.WriteLine($"netswap: {device} already carries a swap header from the server; no mkswap");
             }
-            await StepAsync("enable swap", "swapon", request.Priority is { } priority ? ["-p", priority.ToString(CultureInfo.InvariantCulture), target] : [target], cancellationToken);
+            Check("enable swap", swap.SwapOn(target, request.Priority));
             var attached = new AttachedSwap(device, target, request.Server.ToString(), export, request.Encrypt, DeviceSize(device));
             Directory.CreateDirectory(paths.State);
             await File.WriteAllTextAsync(Path.Combine(paths.State, Path.GetFileName(device)), attached.Serialize(), cancellationToken);
@@ -101,6 +102,32 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
                 log.WriteLine($"netswap: undo: {command} {string.Join(' ', arguments)}: {(result.Succeeded ? "done" : "failed: " + result.Output)}");
             }
             throw;
+        }
+    }
+
+    /// <summary>
+    /// In ioctl (persist) mode nbd-client returns before its background child has handed the socket to the kernel:
+    /// wait until the device is live (a pid and a size in /sys/block) before reading or swapping on it.
+    /// </summary>
+    private async Task WaitUntilConnectedAsync(string device, CancellationToken cancellationToken)
+    {
+        var name = Path.GetFileName(device);
+        for (var waited = 0; waited < 100; waited++)
+        {
+            if (File.Exists(Path.Combine(paths.SysBlock, name, "pid")) && ReadSectors(name) > 0)
+            {
+                return;
+            }
+            await Task.Delay(100, cancellationToken);
+        }
+        throw new AttachException($"{device} did not come up within 10 s after nbd-client connected it");
+    }
+
+    private static void Check(string what, string? error)
+    {
+        if (error is not null)
+        {
+            throw new AttachException($"cannot {what}: {error}");
         }
     }
 
@@ -151,21 +178,6 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
 
     private long DeviceSize(string device) => Math.Max(0, ReadSectors(Path.GetFileName(device))) * 512;
 
-    private static bool HasSwapHeader(string device)
-    {
-        try
-        {
-            using var stream = File.OpenRead(device);
-            var page = new byte[SwapHeader.PageSize];
-            stream.ReadExactly(page);
-            return SwapHeader.TryRead(page, out _, out _, out _);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
-
     public IReadOnlyList<AttachedSwap> Attached()
     {
         if (!Directory.Exists(paths.State))
@@ -176,7 +188,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
     }
 
     /// <summary>swapoff, close dm-crypt, nbd-client -d, in that order; false when a step failed (the rest still runs).</summary>
-    public async Task<bool> DetachAsync(AttachedSwap swap, CancellationToken cancellationToken = default)
+    public async Task<bool> DetachAsync(AttachedSwap attached, CancellationToken cancellationToken = default)
     {
         var ok = true;
         async Task RunAsync(string command, string[] arguments)
@@ -188,15 +200,19 @@ internal sealed class SwapAttacher(ICommandRunner runner, SystemPaths paths, Tex
                 log.WriteLine($"netswap: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}: {result.Output}");
             }
         }
-        await RunAsync("swapoff", [swap.Target]);
-        if (swap.Encrypted)
+        if (swap.SwapOff(attached.Target) is { } error)
         {
-            await RunAsync("cryptsetup", ["close", Path.GetFileName(swap.Target)]);
+            ok = false;
+            log.WriteLine($"netswap: {error}");
         }
-        await RunAsync("nbd-client", ["-d", swap.Device]);
+        if (attached.Encrypted)
+        {
+            await RunAsync("cryptsetup", ["close", Path.GetFileName(attached.Target)]);
+        }
+        await RunAsync("nbd-client", ["-d", attached.Device]);
         if (ok)
         {
-            File.Delete(Path.Combine(paths.State, Path.GetFileName(swap.Device)));
+            File.Delete(Path.Combine(paths.State, Path.GetFileName(attached.Device)));
         }
         return ok;
     }

@@ -19,15 +19,49 @@ public sealed class AttachTests : IDisposable
     {
         public List<string> Commands { get; } = [];
         public Dictionary<string, CommandResult> Failures { get; } = [];
+        /// <summary>What the kernel does when nbd-client succeeds: the device gets a pid and a size.</summary>
+        public Action<string>? OnConnect { get; set; }
 
         public Task<CommandResult> RunAsync(string command, IReadOnlyList<string> arguments, CancellationToken cancellationToken = default)
         {
             var line = $"{command} {string.Join(' ', arguments)}";
             Commands.Add(line);
             var failure = Failures.FirstOrDefault(f => line.StartsWith(f.Key, StringComparison.Ordinal));
+            if (failure.Value is null && command == "nbd-client" && arguments.Contains("-N"))
+            {
+                OnConnect?.Invoke(arguments[4]);
+            }
             return Task.FromResult(failure.Value ?? new CommandResult(0, ""));
         }
     }
+
+    /// <summary>Records swapon/swapoff/header writes in the same list as the commands, in order.</summary>
+    private sealed class RecordingSwapSystem(RecordingRunner runner) : ISwapSystem
+    {
+        public string? FailSwapOn { get; set; }
+
+        public string? SwapOn(string device, int? priority)
+        {
+            runner.Commands.Add($"swapon {device}{(priority is { } p ? $" priority {p}" : "")}");
+            return FailSwapOn;
+        }
+
+        public string? SwapOff(string device)
+        {
+            runner.Commands.Add($"swapoff {device}");
+            return null;
+        }
+
+        public string? WriteHeader(string device)
+        {
+            runner.Commands.Add($"mkswap {device}");
+            return null;
+        }
+
+        public bool HasHeader(string device) => new LinuxSwapSystem().HasHeader(device);
+    }
+
+    private SwapAttacher Attacher(string? failSwapOn = null) => new(_runner, new RecordingSwapSystem(_runner) { FailSwapOn = failSwapOn }, Paths, _log);
 
     private SystemPaths Paths => new(Path.Combine(_root, "sys", "block"), Path.Combine(_root, "dev"), Path.Combine(_root, "run"), Path.Combine(_root, "swaps"));
 
@@ -51,6 +85,12 @@ public sealed class AttachTests : IDisposable
             SwapHeader.Write(page, 256L << 20, Guid.NewGuid(), "netswap");
         }
         File.WriteAllBytes(Path.Combine(_root, "dev", "nbd2"), page);
+        _runner.OnConnect = device =>
+        {
+            var dir = Path.Combine(_root, "sys", "block", Path.GetFileName(device));
+            File.WriteAllText(Path.Combine(dir, "pid"), "4242\n");
+            File.WriteAllText(Path.Combine(dir, "size"), "524288\n");
+        };
     }
 
     private static AttachRequest Request(bool encrypt = false, int? priority = null, NbdClientMode mode = NbdClientMode.Persist) =>
@@ -60,13 +100,13 @@ public sealed class AttachTests : IDisposable
     public async Task Attach_WithServerHeader_SkipsMkswap_AndRecordsState()
     {
         Devices(header: true);
-        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var attacher = Attacher();
         var attached = await attacher.AttachAsync(Request(priority: 5));
         var dev = Path.Combine(_root, "dev", "nbd2");
         Assert.Equal(
         [
             $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
-            $"swapon -p 5 {dev}",
+            $"swapon {dev} priority 5",
         ], _runner.Commands);
         Assert.Contains("no mkswap", _log.ToString());
         Assert.Equal(attached, Assert.Single(attacher.Attached()));
@@ -77,7 +117,7 @@ public sealed class AttachTests : IDisposable
     public async Task Attach_WithoutHeader_RunsMkswap_AndNetlinkModeHasNoPersist()
     {
         Devices(header: false);
-        await new SwapAttacher(_runner, Paths, _log).AttachAsync(Request(mode: NbdClientMode.Netlink));
+        await Attacher().AttachAsync(Request(mode: NbdClientMode.Netlink));
         var dev = Path.Combine(_root, "dev", "nbd2");
         Assert.Equal([$"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096", $"mkswap {dev}", $"swapon {dev}"], _runner.Commands);
     }
@@ -86,7 +126,7 @@ public sealed class AttachTests : IDisposable
     public async Task Attach_Encrypted_PutsDmCryptWithARandomKeyBetweenDeviceAndSwap()
     {
         Devices(header: true);
-        var attached = await new SwapAttacher(_runner, Paths, _log).AttachAsync(Request(encrypt: true));
+        var attached = await Attacher().AttachAsync(Request(encrypt: true));
         var dev = Path.Combine(_root, "dev", "nbd2");
         var mapper = Path.Combine(_root, "dev", "mapper", "netswap-nbd2");
         Assert.Equal(
@@ -104,12 +144,10 @@ public sealed class AttachTests : IDisposable
     public async Task FailingStep_IsReportedWithCommandAndOutput_AndEverythingBeforeIsUndone()
     {
         Devices(header: true);
-        _runner.Failures["swapon"] = new CommandResult(255, "swapon: /dev/mapper/netswap-nbd2: read swap header failed");
-        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var attacher = Attacher(failSwapOn: "swapon(/dev/mapper/netswap-nbd2): Invalid argument");
         var e = await Assert.ThrowsAsync<AttachException>(() => attacher.AttachAsync(Request(encrypt: true)));
         Assert.Contains("cannot enable swap", e.Message);
-        Assert.Contains("exited 255", e.Message);
-        Assert.Contains("read swap header failed", e.Message);
+        Assert.Contains("Invalid argument", e.Message);
         var dev = Path.Combine(_root, "dev", "nbd2");
         Assert.Equal(["cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands.TakeLast(2));
         Assert.Empty(attacher.Attached());
@@ -120,7 +158,7 @@ public sealed class AttachTests : IDisposable
     {
         Devices(header: true);
         _runner.Failures["nbd-client"] = new CommandResult(1, "Error: Connection refused");
-        var e = await Assert.ThrowsAsync<AttachException>(() => new SwapAttacher(_runner, Paths, _log).AttachAsync(Request()));
+        var e = await Assert.ThrowsAsync<AttachException>(() => Attacher().AttachAsync(Request()));
         Assert.Contains("cannot connect the NBD device", e.Message);
         Assert.Contains("Connection refused", e.Message);
         Assert.Single(_runner.Commands);
@@ -130,7 +168,7 @@ public sealed class AttachTests : IDisposable
     public async Task NoFreeDevice_LoadsTheModuleOnce_ThenFails()
     {
         Directory.CreateDirectory(Path.Combine(_root, "sys", "block"));
-        var e = await Assert.ThrowsAsync<AttachException>(() => new SwapAttacher(_runner, Paths, _log).AttachAsync(Request()));
+        var e = await Assert.ThrowsAsync<AttachException>(() => Attacher().AttachAsync(Request()));
         Assert.Contains("no free /dev/nbdN", e.Message);
         Assert.Equal(["modprobe nbd"], _runner.Commands);
     }
@@ -139,7 +177,7 @@ public sealed class AttachTests : IDisposable
     public async Task Detach_SwapoffThenDmCryptThenNbd_AndForgetsTheDevice()
     {
         Devices(header: true);
-        var attacher = new SwapAttacher(_runner, Paths, _log);
+        var attacher = Attacher();
         var attached = await attacher.AttachAsync(Request(encrypt: true));
         _runner.Commands.Clear();
         Assert.True(await attacher.DetachAsync(attached));
@@ -152,7 +190,7 @@ public sealed class AttachTests : IDisposable
     public void SwapUsage_ComesFromProcSwaps()
     {
         File.WriteAllText(Path.Combine(_root, "swaps"), "Filename\tType\tSize\tUsed\tPriority\n/dev/nbd0                               partition\t131068\t4096\t-2\n");
-        Assert.Equal(4096L * 1024, new SwapAttacher(_runner, Paths, _log).SwapUsage()["/dev/nbd0"]);
+        Assert.Equal(4096L * 1024, Attacher().SwapUsage()["/dev/nbd0"]);
     }
 
     [Fact]
@@ -179,4 +217,23 @@ public sealed class AttachTests : IDisposable
     }
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
+}
+
+public class ArgumentReaderTests
+{
+    [Fact]
+    public void Options_AreReadOnce_InEitherForm_AndUnknownOnesAreErrors()
+    {
+        var reader = new NetSwap.Client.ArgumentReader(["10.0.0.1", "--size", "128M", "--token=pc7", "--encrypt", "--timeout", "500ms"]);
+        Assert.Equal(128L << 20, reader.OptionalSize("--size"));
+        Assert.Null(reader.OptionalSize("--size"));
+        Assert.Equal("pc7", reader.Value("--token"));
+        Assert.True(reader.Flag("--encrypt"));
+        Assert.Equal(TimeSpan.FromMilliseconds(500), reader.Duration("--timeout", TimeSpan.Zero));
+        reader.EnsureConsumed(maxPositional: 1);
+        Assert.Equal(["10.0.0.1"], reader.Positional);
+        Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.ArgumentReader(["--bogus"]).EnsureConsumed());
+        Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.ArgumentReader(["--size", "0"]).OptionalSize("--size"));
+        Assert.Equal("swap/t", new NetSwap.Protocol.Swap.SwapExportName("t", 0).ToString());
+    }
 }

@@ -122,9 +122,9 @@ public class DiscoveryTests
         await using var small = await TmpfsMount.CreateAsync(128 * MiB);
         await using var lan = new Lan();
         await lan.CreateAsync(("s1", 1), ("s2", 2), ("c1", 11), ("c2", 12));
-        await using var s1 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s1")], "--swap-dir", big.Path, "--swap-size", "64M", "-v");
+        await using var s1 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s1")], "--swap-dir", big.Path, "--swap-size", "64M", "--discovery", "on", "-v");
         await using var s2 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s2")], "--swap-dir", small.Path, "--swap-size", "64M",
-            "--allow", $"{lan.Address(0)}/24", "--deny", lan.Address(12), "-v");
+            "--allow", $"{lan.Address(0)}/24", "--deny", lan.Address(12), "--discovery", "on", "-v");
         await s1.WaitForPortAsync();
         await s2.WaitForPortAsync();
         Assert.True(await s1.WaitForLogAsync("discovery: answering probes"), s1.Stderr);

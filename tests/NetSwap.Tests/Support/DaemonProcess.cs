@@ -43,6 +43,11 @@ public sealed partial class DaemonProcess : IAsyncDisposable
     /// <summary>Starts netswapd, optionally under a wrapper (ip netns exec …, systemd-socket-activate …).</summary>
     public static DaemonProcess StartWith(string[]? wrapper, params string[] args)
     {
+        // Test daemons answer no discovery on the host's network unless a test asks for it (inside its namespaces).
+        if (!args.Contains("--discovery") && !args.Contains("--help") && !args.Contains("--version") && !args.Contains("status"))
+        {
+            args = [.. args, "--discovery", "off"];
+        }
         var control = "";
         if (!args.Contains("--control-socket") && !args.Contains("--help") && !args.Contains("--version"))
         {
