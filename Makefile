@@ -48,7 +48,12 @@ install: dist
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
 	install -m 0755 dist/netswap $(BINDIR)/netswap
 	install -m 0755 scripts/netswap-make-certs $(SBINDIR)/netswap-make-certs
-	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket $(UNITDIR)/
+	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket packaging/systemd/netswap-client.service $(UNITDIR)/
+	install -d $(DESTDIR)/usr/share/initramfs-tools/hooks $(DESTDIR)/usr/share/initramfs-tools/scripts/init-premount $(SYSCONF)/avahi/services
+	install -m 0755 packaging/client/initramfs-hook $(DESTDIR)/usr/share/initramfs-tools/hooks/netswap
+	install -m 0755 packaging/client/initramfs-script $(DESTDIR)/usr/share/initramfs-tools/scripts/init-premount/netswap
+	install -m 0644 packaging/client/client.conf $(SYSCONF)/netswap/client.conf.example
+	install -m 0644 packaging/avahi/netswap.service $(DOCDIR)/examples/avahi-netswap.service
 	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
 	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
 	install -m 0644 README.md docs/*.md $(DOCDIR)/

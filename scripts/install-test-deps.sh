@@ -23,6 +23,8 @@ packages=(
   xz-utils            # compressed kernel modules
   file                # checks busybox is static
   python3             # JSON in the e2e script
+  time                # GNU time: the client's peak memory
+  coreutils           # chroot
 )
 
 missing=()

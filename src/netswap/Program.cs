@@ -42,6 +42,23 @@ namespace NetSwap.Client
 
         public static async Task<int> RunAsync(string[] args)
         {
+            try
+            {
+                return await RunCommandAsync(args);
+            }
+            finally
+            {
+                // NETSWAP_RSS=1: report the peak resident memory, to show the client fits a 32 MB machine.
+                if (Environment.GetEnvironmentVariable("NETSWAP_RSS") is not null && File.Exists("/proc/self/status"))
+                {
+                    var peak = File.ReadLines("/proc/self/status").FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+                    await Console.Error.WriteLineAsync($"netswap: peak RSS {peak?["VmHWM:".Length..].Trim()}");
+                }
+            }
+        }
+
+        private static async Task<int> RunCommandAsync(string[] args)
+        {
             if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
             {
                 Console.Out.Write(Usage);

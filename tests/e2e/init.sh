@@ -50,7 +50,7 @@ fi
 if [ "$SCENARIO" = attach ]; then
     # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed).
     say "netswap attach $SERVER:$PORT"
-    netswap attach "$SERVER:$PORT" --token "$TOKEN" --size 128M --priority 5 || finish FAIL
+    NETSWAP_RSS=1 netswap attach "$SERVER:$PORT" --token "$TOKEN" --size 128M --priority 5 || finish FAIL
     netswap status
     DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
 else

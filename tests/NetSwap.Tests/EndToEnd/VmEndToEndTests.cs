@@ -45,6 +45,10 @@ public class VmEndToEndTests
             // netswap's default: the token made from the machine, the size asked, priority 5, no mkswap needed.
             Assert.Contains("(swap/e2e-attach:128M): created, 134217728 B", serverLog);
             Assert.Contains("already carries a swap header", result.Stdout);
+            // The client fits a small machine: its peak resident memory during attach, measured in the guest.
+            var rss = result.Stdout.Split('\n').Single(l => l.Contains("netswap: peak RSS", StringComparison.Ordinal));
+            var kib = long.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[^2], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.InRange(kib, 1, 16 * 1024);
         }
     }
 
