@@ -19,8 +19,11 @@ insmod /lib/modules/e1000.ko || finish FAIL
 insmod /lib/modules/nbd.ko nbds_max=4 || finish FAIL
 ip link set lo up
 ip link set eth0 up
-ip addr add 10.0.2.15/24 dev eth0
-ip route add default via 10.0.2.2
+# The emulated e1000 takes a moment to report carrier; probes sent before that are lost.
+for _ in $(seq 1 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ] && break; sleep 0.1; done
+ADDRESS=$(param ip)
+ip addr add "${ADDRESS:-10.0.2.15/24}" dev eth0
+[ -z "$ADDRESS" ] && ip route add default via 10.0.2.2
 
 SERVER=$(param server)
 PORT=$(param port)
@@ -47,10 +50,12 @@ if [ "$SCENARIO" = tls ]; then
     finish PASS
 fi
 
-if [ "$SCENARIO" = attach ]; then
-    # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed).
-    say "netswap attach $SERVER:$PORT"
-    NETSWAP_RSS=1 netswap attach "$SERVER:$PORT" --token "$TOKEN" --size 128M --priority 5 || finish FAIL
+if [ "$SCENARIO" != basic ]; then
+    # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed); without a
+    # server on the command line it finds one by discovery.
+    TARGET=${SERVER:+$SERVER:$PORT}
+    say "netswap attach ${TARGET:-(discovery)}"
+    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 || finish FAIL
     netswap status
     DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
 else
@@ -68,7 +73,7 @@ start=$(cut -d' ' -f1 /proc/uptime)
 result=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 say "pages swapped in $(( $(sed -n 's/^pswpin //p' /proc/vmstat) - before_in )) out $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) workload ${start}s..${end}s"
-if [ "$SCENARIO" = attach ]; then
+if [ "$SCENARIO" != basic ]; then
     netswap status
     netswap detach || result=1
     grep -q nbd /proc/swaps && result=1

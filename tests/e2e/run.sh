@@ -4,7 +4,10 @@
 # page verified. Prints the guest's console and the server's log on failure; exit 0 only on a verified pass.
 #
 #   tests/e2e/run.sh [SCENARIO]          SCENARIO: basic (default: plain nbd-client + swapon) | attach (netswap attach,
-#                                        status, detach) | tls (data through nbd-client's TLS, not swap)
+#                                        status, detach) | tls (data through nbd-client's TLS, not swap) | discover
+#                                        (the guest on a bridged tap in a network namespace finds the server by
+#                                        discovery) | cut (discover, then the link is down 5 s mid-workload) |
+#                                        reconnect (discover, then the server kills the connection mid-workload)
 #   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
 #   E2E_LOG_DIR=DIR                      keep the console and server logs there
 set -euo pipefail
@@ -20,19 +23,48 @@ lock=${E2E_LOCK_MIB:-46}
 
 work=$(mktemp -d /tmp/netswap-e2e.XXXXXX)
 server_pid=""
+ns=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$disruptor" ] && kill "$disruptor" 2>/dev/null || true
   wait 2>/dev/null || true
   umount -l "$work/swap" 2>/dev/null || true
   if [ -n "${E2E_LOG_DIR:-}" ]; then mkdir -p "$E2E_LOG_DIR"; cp "$work"/*.log "$E2E_LOG_DIR/" 2>/dev/null || true; fi
   rm -rf "$work"
+  [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
 }
+disruptor=""
 trap cleanup EXIT
 mkdir -p "$work/swap"
 mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 extra=()
+wrap=()
+listen="127.0.0.1:$port"
+discovery=off
+guest_net=(-nic user,model=e1000)
+guest_params="netswap.server=10.0.2.2 netswap.port=$port"
+case $scenario in
+  discover|cut|reconnect)
+    # A LAN of its own: a network namespace with a bridge (the server's side, 10.254.0.1) and the guest's tap on it.
+    ns="netswap-e2e-$$"
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link add br0 type bridge
+    ip -n "$ns" addr add 10.254.0.1/24 brd + dev br0
+    ip -n "$ns" link set br0 up
+    ip -n "$ns" tuntap add tap0 mode tap
+    ip -n "$ns" link set tap0 master br0
+    ip -n "$ns" link set tap0 up
+    wrap=(ip netns exec "$ns")
+    port=9572
+    listen="10.254.0.1:9572"
+    discovery=on
+    guest_net=(-netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device e1000,netdev=n0)
+    guest_params="netswap.ip=10.254.0.15/24"
+    ;;
+esac
 initrd="$build/initrd.gz"
 if [ "$scenario" = tls ]; then
   # Credentials for this run; the guest gets its client key in a second cpio archive appended to the initramfs.
@@ -44,19 +76,37 @@ if [ "$scenario" = tls ]; then
   cat "$build/initrd.gz" "$work/certs.cpio.gz" > "$work/initrd.gz"
   initrd="$work/initrd.gz"
 fi
-"${netswapd[@]}" --listen "127.0.0.1:$port" --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
-  --control-socket "$work/control.sock" --discovery off -v "${extra[@]}" > "$work/netswapd.log" 2>&1 &
+"${wrap[@]}" "${netswapd[@]}" --listen "$listen" --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
+  --control-socket "$work/control.sock" --discovery "$discovery" -v "${extra[@]}" > "$work/netswapd.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/netswapd.log" && break; sleep 0.05; done
 grep -q "netswapd ready" "$work/netswapd.log" || { cat "$work/netswapd.log"; echo "e2e: netswapd did not start" >&2; exit 1; }
 
+# The disruption of the cut and reconnect scenarios, once the workload runs.
+if [ "$scenario" = cut ] || [ "$scenario" = reconnect ]; then
+  (
+    for _ in $(seq 1 600); do grep -q "memtest: filled" "$work/console.log" 2>/dev/null && break; sleep 0.2; done
+    if [ "$scenario" = cut ]; then
+      echo "e2e: link down for 5 s" >> "$work/disruption.log"
+      ip -n "$ns" link set tap0 down
+      sleep 5
+      ip -n "$ns" link set tap0 up
+      echo "e2e: link up again" >> "$work/disruption.log"
+    else
+      echo "e2e: killing the connection on the server side (ss -K)" >> "$work/disruption.log"
+      ip netns exec "$ns" ss -K dst 10.254.0.15 >> "$work/disruption.log" 2>&1
+    fi
+  ) &
+  disruptor=$!
+fi
+
 started=$(date +%s)
-# 10.0.2.2 is the host's loopback seen from QEMU's user network.
-timeout 900 qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
+# user network: 10.0.2.2 is the host's loopback; lan: the guest is on the namespace's bridge.
+timeout 400 "${wrap[@]}" qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
   -serial "file:$work/console.log" -no-reboot \
   -kernel "$build/vmlinuz" -initrd "$initrd" \
-  -append "console=ttyS0 panic=-1 loglevel=4 netswap.server=10.0.2.2 netswap.port=$port netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario" \
-  -nic user,model=e1000 || true
+  -append "console=ttyS0 panic=-1 loglevel=4 $guest_params netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario" \
+  "${guest_net[@]}" || true
 elapsed=$(( $(date +%s) - started ))
 
 # After the guest powered off, the server must hold no area and no bytes.
@@ -65,7 +115,8 @@ areas=$("${netswapd[@]}" status --json --control-socket "$work/control.sock" | p
 used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
 
 grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap:" "$work/console.log" || true
-grep "TLS established\|TLS refused" "$work/netswapd.log" || true
+grep "TLS established\|TLS refused\|reattached\|kept for\|found " "$work/netswapd.log" "$work/console.log" 2>/dev/null || true
+cat "$work/disruption.log" 2>/dev/null || true
 verdict=FAIL
 case $scenario in
   tls) proof="TLS DATA VERIFIED"; grep -q "TLS established" "$work/netswapd.log" || proof="(no TLS session in the server log)" ;;

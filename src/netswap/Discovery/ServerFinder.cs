@@ -43,26 +43,8 @@ internal static class ServerFinder
         }
         try
         {
-            foreach (var target in unicastTargets ?? Targets(port))
-            {
-                var socket = target.AddressFamily == AddressFamily.InterNetwork ? v4 : v6;
-                if (socket is null)
-                {
-                    continue;
-                }
-                try
-                {
-                    if (target.Address.IsIPv6Multicast)
-                    {
-                        socket.SetSocketOption(SocketOptionLevel.IPv6, SocketOptionName.MulticastInterface, (int)target.Address.ScopeId);
-                    }
-                    await socket.SendToAsync(probe, SocketFlags.None, target, cancellationToken);
-                }
-                catch (SocketException)
-                {
-                    // No route there (an interface without a default route, 255.255.255.255 on some hosts): try the others.
-                }
-            }
+            var targets = (unicastTargets ?? Targets(port)).ToList();
+            await SendProbesAsync(probe, targets, v4, v6, cancellationToken);
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             deadline.CancelAfter(timeout);
             var receivers = new List<Task>
@@ -73,6 +55,22 @@ internal static class ServerFinder
             {
                 receivers.Add(ReceiveAsync(v6, probeId, sent, found, deadline.Token));
             }
+            // UDP gets lost (a link still coming up, a busy switch): probe again at a third and two thirds of the wait
+            // while nobody has answered.
+            for (var round = 1; round < 3; round++)
+            {
+                await Task.WhenAny(Task.WhenAll(receivers), Task.Delay(timeout / 3, cancellationToken));
+                bool anyone;
+                lock (found)
+                {
+                    anyone = found.Count > 0;
+                }
+                if (deadline.IsCancellationRequested || anyone)
+                {
+                    break;
+                }
+                await SendProbesAsync(probe, targets, v4, v6, cancellationToken);
+            }
             await Task.WhenAll(receivers);
         }
         finally
@@ -82,6 +80,30 @@ internal static class ServerFinder
         lock (found)
         {
             return Rank(found.Values, wantedSize);
+        }
+    }
+
+    private static async Task SendProbesAsync(byte[] probe, List<IPEndPoint> targets, Socket v4, Socket? v6, CancellationToken cancellationToken)
+    {
+        foreach (var target in targets)
+        {
+            var socket = target.AddressFamily == AddressFamily.InterNetwork ? v4 : v6;
+            if (socket is null)
+            {
+                continue;
+            }
+            try
+            {
+                if (target.Address.IsIPv6Multicast)
+                {
+                    socket.SetSocketOption(SocketOptionLevel.IPv6, SocketOptionName.MulticastInterface, (int)target.Address.ScopeId);
+                }
+                await socket.SendToAsync(probe, SocketFlags.None, target, cancellationToken);
+            }
+            catch (SocketException)
+            {
+                // No route there (an interface without a default route, 255.255.255.255 on some hosts): try the others.
+            }
         }
     }
 

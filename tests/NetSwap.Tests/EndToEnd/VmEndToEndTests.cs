@@ -19,6 +19,8 @@ public class VmEndToEndTests
     [Theory]
     [InlineData("basic")]    // Debian's nbd-client and busybox swapon by hand
     [InlineData("attach")]   // netswap attach (static native build), status, detach
+    [InlineData("discover")] // the guest on a tap bridged in a network namespace finds the server by discovery
+    [InlineData("cut")]      // as discover, and the link goes down for 5 s in the middle of the workload
     public async Task LowMemoryGuest_SwapsOverNetSwap_EveryPageVerified(string scenario)
     {
         var logs = Path.Combine(Root, "artifacts", "e2e", scenario);
@@ -38,12 +40,21 @@ public class VmEndToEndTests
         var swappedOut = long.Parse(numbers[Array.IndexOf(numbers, "out") + 1], System.Globalization.CultureInfo.InvariantCulture);
         Assert.True(swappedIn > 1000 && swappedOut > 1000, line);
         var serverLog = await File.ReadAllTextAsync(Path.Combine(logs, "netswapd.log"));
-        Assert.Contains("swap area 1 for 127.0.0.1", serverLog);
         Assert.Contains("destroyed (client disconnected)", serverLog);
-        if (scenario == "attach")
+        if (scenario is "discover" or "cut")
+        {
+            Assert.Contains("netswap: found", result.Stdout);
+            Assert.Contains("swap area 1 for 10.254.0.15", serverLog);
+        }
+        if (scenario == "cut")
+        {
+            Assert.Contains("e2e: link down for 5 s", result.Stdout);
+            Assert.Contains("e2e: link up again", result.Stdout);
+        }
+        if (scenario != "basic")
         {
             // netswap's default: the token made from the machine, the size asked, priority 5, no mkswap needed.
-            Assert.Contains("(swap/e2e-attach:128M): created, 134217728 B", serverLog);
+            Assert.Contains($"(swap/e2e-{scenario}:128M): created, 134217728 B", serverLog);
             Assert.Contains("already carries a swap header", result.Stdout);
             // The client fits a small machine: its peak resident memory during attach, measured in the guest.
             var rss = result.Stdout.Split('\n').Single(l => l.Contains("netswap: peak RSS", StringComparison.Ordinal));
