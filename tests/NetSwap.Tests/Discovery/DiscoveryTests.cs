@@ -111,7 +111,7 @@ public class DiscoveryTests
         catch (OperationCanceledException)
         {
         }
-        Assert.InRange(answered, 10, 11);   // a burst of 10 (plus what 5 a second refills meanwhile)
+        Assert.InRange(answered, 10, 13);   // a burst of 10, plus what 5 a second refills while the probes go out
         Assert.True(responder.Ignored >= 7 + 5);
     }
 
