@@ -35,21 +35,8 @@ internal sealed class ClientList
     {
         var networks = new List<IPNetwork>();
         var macs = new List<PhysicalAddress>();
-        var number = 0;
-        foreach (var raw in text.Split('\n'))
+        foreach (var (number, line) in ListFile.Entries(text))
         {
-            number++;
-            var line = raw;
-            var hash = line.IndexOf('#', StringComparison.Ordinal);
-            if (hash >= 0)
-            {
-                line = line[..hash];
-            }
-            line = line.Trim();
-            if (line.Length == 0)
-            {
-                continue;
-            }
             if (IPNetwork.TryParse(line, out var network))
             {
                 networks.Add(network);

@@ -103,24 +103,12 @@ internal sealed class TlsConfiguration
     public static HashSet<string> LoadFingerprints(string path)
     {
         var set = new HashSet<string>(StringComparer.Ordinal);
-        var number = 0;
-        foreach (var raw in File.ReadAllLines(path))
+        foreach (var (number, entry) in Access.ListFile.Entries(File.ReadAllText(path)))
         {
-            number++;
-            var line = raw;
-            var hash = line.IndexOf('#', StringComparison.Ordinal);
-            if (hash >= 0)
-            {
-                line = line[..hash];
-            }
-            line = line.Trim();
+            var line = entry;
             if (line.StartsWith("sha256 Fingerprint=", StringComparison.OrdinalIgnoreCase))
             {
                 line = line["sha256 Fingerprint=".Length..];
-            }
-            if (line.Length == 0)
-            {
-                continue;
             }
             var hex = line.Replace(":", "", StringComparison.Ordinal).ToUpperInvariant();
             if (hex.Length != 64 || !hex.All(Uri.IsHexDigit))

@@ -39,24 +39,10 @@ internal static class ValueParsers
         {
             t = t[..^1];
         }
-        long scale = 1;
-        if (t.Length > 0 && char.IsLetter(t[^1]))
-        {
-            scale = char.ToUpperInvariant(t[^1]) switch
-            {
-                'K' => 1L << 10,
-                'M' => 1L << 20,
-                'G' => 1L << 30,
-                'T' => 1L << 40,
-                _ => 0,
-            };
-            t = t[..^1];
-        }
-        if (scale == 0 || !long.TryParse(t, NumberStyles.None, CultureInfo.InvariantCulture, out var value) || value > long.MaxValue / scale)
-        {
-            throw new SettingValueException($"'{text}' is not a size (examples: 512M, 4G, 65536)");
-        }
-        return value * scale;
+        // The same units as the swap export names (swap:512M): one parser for both.
+        return NetSwap.Protocol.Swap.SwapExportName.TryParseSize(t, out var bytes)
+            ? bytes
+            : throw new SettingValueException($"'{text}' is not a size (examples: 512M, 4G, 65536)");
     }
 
     /// <summary>"5%" or "5": a percentage from 0 to 100.</summary>

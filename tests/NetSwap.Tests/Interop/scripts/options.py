@@ -6,13 +6,7 @@ import sys
 import os
 
 import nbd
-
-
-def new_handle():
-    h = nbd.NBD()
-    # TLS runs name their certificate directory in the URI (tls-certificates=DIR).
-    h.set_uri_allow_local_file(True)
-    return h
+from nbdtest import new_handle
 
 base, size = sys.argv[1], int(sys.argv[2])
 # For TLS runs: nbds://HOST:PORT as base, and ?tls-certificates=DIR here.

@@ -6,13 +6,7 @@ import os
 import sys
 
 import nbd
-
-
-def new_handle():
-    h = nbd.NBD()
-    # TLS runs name their certificate directory in the URI (tls-certificates=DIR).
-    h.set_uri_allow_local_file(True)
-    return h
+from nbdtest import new_handle
 
 uri = sys.argv[1]
 handles = []
