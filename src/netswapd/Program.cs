@@ -271,7 +271,7 @@ namespace NetSwap.Daemon
                 tlsOnly.Add(NetSwap.Protocol.Swap.SwapExportName.Prefix);
             }
             return TlsConfiguration.Load(settings.TlsMode, settings.TlsCertificatesDirectory, settings.TlsCert, settings.TlsKey, settings.TlsCa,
-                settings.TlsVerifyClient, settings.TlsClientsFile, tlsOnly);
+                settings.TlsVerifyClient, settings.TlsClientsFile, tlsOnly, settings.TlsCrl);
         }
 
         private static void LogTls(ILogger logger, TlsConfiguration tls)
@@ -282,7 +282,7 @@ namespace NetSwap.Daemon
                 return;
             }
             DaemonLog.TlsOn(logger, tls.Mode, tls.ServerCertificate!.Subject, TlsConfiguration.Fingerprint(tls.ServerCertificate), tls.CaCertificates.Count,
-                tls.VerifyClient, tls.AllowedFingerprints?.Count ?? 0, tls.TlsOnlyExports.Count == 0 ? "none" : string.Join(", ", tls.TlsOnlyExports));
+                tls.VerifyClient, tls.AllowedFingerprints?.Count ?? 0, tls.Revocations?.Count ?? 0, tls.TlsOnlyExports.Count == 0 ? "none" : string.Join(", ", tls.TlsOnlyExports));
         }
 
         private static void LogPolicy(ILogger logger, AccessPolicy policy)
@@ -418,8 +418,8 @@ namespace NetSwap.Daemon
         [LoggerMessage(1007, LogLevel.Information, "TLS off: NBD_OPT_STARTTLS is refused")]
         public static partial void TlsOff(ILogger logger);
 
-        [LoggerMessage(1008, LogLevel.Information, "TLS {Mode}: server certificate {Subject} (SHA-256 {Fingerprint}), {CaCount} CA certificates, verify client {VerifyClient}, {Fingerprints} listed client fingerprints; TLS-only exports: {TlsOnly}")]
-        public static partial void TlsOn(ILogger logger, TlsMode mode, string subject, string fingerprint, int caCount, bool verifyClient, int fingerprints, string tlsOnly);
+        [LoggerMessage(1008, LogLevel.Information, "TLS {Mode}: server certificate {Subject} (SHA-256 {Fingerprint}), {CaCount} CA certificates, verify client {VerifyClient}, {Fingerprints} listed client fingerprints, {Revoked} revoked certificates; TLS-only exports: {TlsOnly}")]
+        public static partial void TlsOn(ILogger logger, TlsMode mode, string subject, string fingerprint, int caCount, bool verifyClient, int fingerprints, int revoked, string tlsOnly);
 
         [LoggerMessage(1009, LogLevel.Warning, "no discovery on udp port {Port} ({Reason}): clients must be given the server's address")]
         public static partial void DiscoveryUnavailable(ILogger logger, int port, string reason);

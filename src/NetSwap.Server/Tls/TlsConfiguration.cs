@@ -20,8 +20,10 @@ internal enum TlsMode
 internal sealed class TlsConfiguration
 {
     public TlsConfiguration(TlsMode mode, X509Certificate2? serverCertificate, X509Certificate2Collection caCertificates,
-        bool verifyClient, IReadOnlySet<string>? allowedFingerprints, string? fingerprintFile, IReadOnlySet<string> tlsOnlyExports)
+        bool verifyClient, IReadOnlySet<string>? allowedFingerprints, string? fingerprintFile, IReadOnlySet<string> tlsOnlyExports,
+        RevocationList? revocations = null)
     {
+        Revocations = revocations;
         Mode = mode;
         ServerCertificate = serverCertificate;
         CaCertificates = caCertificates;
@@ -41,6 +43,8 @@ internal sealed class TlsConfiguration
     public string? FingerprintFile { get; }
     /// <summary>Exports (by policy name: "swap" for every swap area) that are served only over TLS.</summary>
     public IReadOnlySet<string> TlsOnlyExports { get; }
+    /// <summary>Client certificates the CA has revoked (ca-crl.pem), or null.</summary>
+    public RevocationList? Revocations { get; }
 
     /// <summary>Whether the server asks the client for a certificate during the TLS handshake.</summary>
     public bool WantsClientCertificate => VerifyClient || AllowedFingerprints is not null;
@@ -52,7 +56,7 @@ internal sealed class TlsConfiguration
     /// server-key.pem); explicit files win over it. Errors name the file.
     /// </summary>
     public static TlsConfiguration Load(TlsMode mode, string? certificatesDirectory, string? certFile, string? keyFile, string? caFile,
-        bool verifyClient, string? fingerprintFile, IReadOnlySet<string> tlsOnlyExports)
+        bool verifyClient, string? fingerprintFile, IReadOnlySet<string> tlsOnlyExports, string? crlFile = null)
     {
         if (mode == TlsMode.Off)
         {
@@ -91,12 +95,21 @@ internal sealed class TlsConfiguration
                 throw new IOException($"cannot load the TLS CA certificate {caFile}: {e.Message}", e);
             }
         }
+        if (crlFile is null && certificatesDirectory is not null && File.Exists(Path.Combine(certificatesDirectory, "ca-crl.pem")))
+        {
+            crlFile = Path.Combine(certificatesDirectory, "ca-crl.pem");
+        }
+        if (crlFile is not null && cas.Count == 0)
+        {
+            throw new IOException($"the revocation list {crlFile} needs the CA certificate that signed it (--tls-ca)");
+        }
+        var revocations = crlFile is null ? null : RevocationList.Load(crlFile, cas);
         if (verifyClient && cas.Count == 0)
         {
             throw new IOException("--tls-verify-client needs a CA: --tls-ca FILE, or ca-cert.pem in --tls-certificates DIR");
         }
         return new TlsConfiguration(mode, server, cas, verifyClient,
-            fingerprintFile is null ? null : LoadFingerprints(fingerprintFile), fingerprintFile, tlsOnlyExports);
+            fingerprintFile is null ? null : LoadFingerprints(fingerprintFile), fingerprintFile, tlsOnlyExports, revocations);
     }
 
     /// <summary>One SHA-256 fingerprint per line (hex, colons allowed, as `openssl x509 -fingerprint -sha256` prints), '#' comments.</summary>
@@ -132,6 +145,10 @@ internal sealed class TlsConfiguration
         if (certificate is null)
         {
             return "no client certificate";
+        }
+        if (Revocations is not null && Revocations.IsRevoked(certificate))
+        {
+            return "client certificate is revoked (ca-crl.pem)";
         }
         if (AllowedFingerprints is not null && AllowedFingerprints.Contains(fingerprint!))
         {

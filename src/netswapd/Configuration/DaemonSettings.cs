@@ -43,6 +43,7 @@ internal sealed class DaemonSettings
     public string? TlsCa { get; set; }
     public bool TlsVerifyClient { get; set; }
     public string? TlsClientsFile { get; set; }
+    public string? TlsCrl { get; set; }
     public bool SwapTlsOnly { get; set; }
     public bool Discovery { get; set; } = true;
     public int DiscoveryPort { get; set; } = 9572;
@@ -181,6 +182,8 @@ internal static class SettingTable
             static (s, v, _) => s.TlsKey = Path.GetFullPath(v)),
         new("tls-ca", "FILE", "CA certificate(s) (PEM) client certificates must chain to.",
             static (s, v, _) => s.TlsCa = Path.GetFullPath(v)),
+        new("tls-crl", "FILE", "Certificate revocation list (PEM or DER) signed by the CA: revoked client certificates are refused. Default: ca-crl.pem in --tls-certificates when present.",
+            static (s, v, _) => s.TlsCrl = Path.GetFullPath(v)),
         new("tls-verify-client", null, "Require a client certificate that chains to the CA (or is listed in --tls-clients).",
             static (s, v, _) => s.TlsVerifyClient = ValueParsers.Boolean(v)),
         new("tls-clients", "FILE", "SHA-256 fingerprints of accepted client certificates, one per line: keys without a CA.",
