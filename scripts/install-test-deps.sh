@@ -24,6 +24,7 @@ packages=(
   file                # checks busybox is static
   python3             # JSON in the e2e script
   time                # GNU time: the client's peak memory
+  cryptsetup-bin      # dm-crypt in the guest (netswap attach --encrypt)
   coreutils           # chroot
 )
 

@@ -12,7 +12,7 @@ if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$
   echo "e2e guest: up to date in $out"
   exit 0
 fi
-for tool in qemu-system-x86_64 busybox nbd-client cpio gcc; do
+for tool in qemu-system-x86_64 busybox nbd-client cryptsetup cpio gcc; do
   command -v "$tool" >/dev/null || { echo "e2e guest: $tool missing (make test-deps installs it)" >&2; exit 1; }
 done
 work=$(mktemp -d)
@@ -29,19 +29,21 @@ modules=$(echo "$work"/kernel/lib/modules/*)
 
 root="$work/root"
 mkdir -p "$root"/{bin,dev,proc,sys,lib/modules,etc,tmp}
-for module in drivers/block/nbd.ko drivers/net/ethernet/intel/e1000/e1000.ko; do
+for module in drivers/block/nbd.ko drivers/net/ethernet/intel/e1000/e1000.ko drivers/md/dm-mod.ko drivers/md/dm-crypt.ko crypto/xts.ko crypto/ecb.ko; do
   src="$modules/kernel/$module"
   [ -f "$src" ] || src="$src.xz"
   case $src in *.xz) xz -dc "$src" > "$root/lib/modules/$(basename "${module}")" ;; *) cp "$src" "$root/lib/modules/" ;; esac
 done
 cp "$(command -v busybox)" "$root/bin/busybox"
 file "$root/bin/busybox" | grep -q 'statically linked' || { echo "e2e guest: busybox must be busybox-static" >&2; exit 1; }
-# nbd-client with every shared library it needs, at the same paths.
-nbd=$(command -v nbd-client)
-cp "$nbd" "$root/bin/nbd-client"
-for lib in $(ldd "$nbd" | grep -o '/[^ ]*'); do
-  mkdir -p "$root$(dirname "$lib")"
-  cp -L "$lib" "$root$lib"
+# nbd-client and cryptsetup (for --encrypt) with every shared library they need, at the same paths.
+for tool in nbd-client cryptsetup; do
+  path=$(command -v "$tool")
+  cp "$path" "$root/bin/$tool"
+  for lib in $(ldd "$path" | grep -o '/[^ ]*'); do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
 done
 gcc -static -O2 -o "$root/bin/memtest" "$here/memtest.c"
 # The client under test: the statically linked native build (make dist), alone in a bare initramfs.

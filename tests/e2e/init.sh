@@ -50,12 +50,19 @@ if [ "$SCENARIO" = tls ]; then
     finish PASS
 fi
 
+if [ "$SCENARIO" = encrypt ]; then
+    # dm-crypt for netswap attach --encrypt; no udev here, so libdevmapper makes the /dev/mapper nodes itself.
+    for module in dm-mod ecb xts dm-crypt; do insmod "/lib/modules/$module.ko" || finish FAIL; done
+    mkdir -p /run/cryptsetup /dev/mapper
+    export DM_DISABLE_UDEV=1
+    ENCRYPT=--encrypt
+fi
 if [ "$SCENARIO" != basic ]; then
     # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed); without a
     # server on the command line it finds one by discovery.
     TARGET=${SERVER:+$SERVER:$PORT}
     say "netswap attach ${TARGET:-(discovery)}"
-    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 || finish FAIL
+    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT || finish FAIL
     netswap status
     DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
 else

@@ -102,7 +102,7 @@ fi
 
 started=$(date +%s)
 # user network: 10.0.2.2 is the host's loopback; lan: the guest is on the namespace's bridge.
-timeout 400 "${wrap[@]}" qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
+timeout ${E2E_TIMEOUT:-400} "${wrap[@]}" qemu-system-x86_64 -machine accel=tcg -m 128 -smp 1 -nodefaults -no-user-config -display none \
   -serial "file:$work/console.log" -no-reboot \
   -kernel "$build/vmlinuz" -initrd "$initrd" \
   -append "console=ttyS0 panic=-1 loglevel=4 $guest_params netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario" \

@@ -23,6 +23,8 @@ internal sealed class ProcessRunner : ICommandRunner
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
+            // No command may wait for an answer on a terminal: its standard input is closed at once.
+            RedirectStandardInput = true,
             UseShellExecute = false,
         };
         foreach (var argument in arguments)
@@ -40,6 +42,7 @@ internal sealed class ProcessRunner : ICommandRunner
         }
         using (process)
         {
+            process.StandardInput.Close();
             // Read both streams to the end: a command that fills a pipe must not hang us.
             var stdout = process.StandardOutput.ReadToEndAsync(cancellationToken);
             var stderr = process.StandardError.ReadToEndAsync(cancellationToken);

@@ -72,9 +72,10 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             {
                 var name = "netswap-" + Path.GetFileName(device);
                 // Plain dm-crypt with a key nobody keeps: what the server stores can never be read, and nothing
-                // needs to be remembered across boots (swap is thrown away anyway).
+                // needs to be remembered across boots (swap is thrown away anyway). --batch-mode: the server's swap
+                // header makes cryptsetup ask "are you sure?"; the answer is yes, this is what it is for.
                 await StepAsync("set up dm-crypt", "cryptsetup",
-                    ["open", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "512", "--key-file", "/dev/urandom", device, name], cancellationToken);
+                    ["open", "--batch-mode", "--type", "plain", "--cipher", "aes-xts-plain64", "--key-size", "512", "--key-file", "/dev/urandom", device, name], cancellationToken);
                 undo.Push(("cryptsetup", ["close", name]));
                 target = Path.Combine(paths.Dev, "mapper", name);
                 Check("write a swap header", swap.WriteHeader(target));

@@ -132,7 +132,7 @@ public sealed class AttachTests : IDisposable
         Assert.Equal(
         [
             $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
-            $"cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --key-file /dev/urandom {dev} netswap-nbd2",
+            $"cryptsetup open --batch-mode --type plain --cipher aes-xts-plain64 --key-size 512 --key-file /dev/urandom {dev} netswap-nbd2",
             $"mkswap {mapper}",
             $"swapon {mapper}",
         ], _runner.Commands);

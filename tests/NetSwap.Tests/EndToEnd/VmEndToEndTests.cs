@@ -21,6 +21,7 @@ public class VmEndToEndTests
     [InlineData("attach")]   // netswap attach (static native build), status, detach
     [InlineData("discover")] // the guest on a tap bridged in a network namespace finds the server by discovery
     [InlineData("cut")]      // as discover, and the link goes down for 5 s in the middle of the workload
+    [InlineData("encrypt")]  // netswap attach --encrypt: dm-crypt with a random key between the NBD device and swap
     public async Task LowMemoryGuest_SwapsOverNetSwap_EveryPageVerified(string scenario)
     {
         var logs = Path.Combine(Root, "artifacts", "e2e", scenario);
@@ -46,6 +47,11 @@ public class VmEndToEndTests
             Assert.Contains("netswap: found", result.Stdout);
             Assert.Contains("swap area 1 for 10.254.0.15", serverLog);
         }
+        if (scenario == "encrypt")
+        {
+            Assert.Contains("netswap: swap on /dev/mapper/netswap-nbd0", result.Stdout);
+            Assert.Contains("encrypted)", result.Stdout);
+        }
         if (scenario == "cut")
         {
             Assert.Contains("e2e: link down for 5 s", result.Stdout);
@@ -55,7 +61,10 @@ public class VmEndToEndTests
         {
             // netswap's default: the token made from the machine, the size asked, priority 5, no mkswap needed.
             Assert.Contains($"(swap/e2e-{scenario}:128M): created, 134217728 B", serverLog);
-            Assert.Contains("already carries a swap header", result.Stdout);
+            if (scenario != "encrypt")
+            {
+                Assert.Contains("already carries a swap header", result.Stdout);
+            }
             // The client fits a small machine: its peak resident memory during attach, measured in the guest.
             var rss = result.Stdout.Split('\n').Single(l => l.Contains("netswap: peak RSS", StringComparison.Ordinal));
             var kib = long.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[^2], System.Globalization.CultureInfo.InvariantCulture);
