@@ -35,3 +35,37 @@ public class NamespaceAccessTests
         Assert.Empty(Directory.EnumerateFileSystemEntries(fs.Path));
     }
 }
+
+/// <summary>The valid-client list by MAC address: matched through the server's neighbour table for on-link clients.</summary>
+public class MacClientListTests
+{
+    private static string Script => Path.Combine(AppContext.BaseDirectory, "scripts", "go.py");
+
+    [Fact]
+    public async Task ListedMac_IsAdmitted_AnotherMac_IsNot_AndEditsApplyWithoutRestart()
+    {
+        await using var fs = await TmpfsMount.CreateAsync(128L << 20);
+        await using var hosts = new TwoHosts();
+        await hosts.CreateAsync();
+        var link = await ExternalTool.RunOkAsync("ip", "-n", hosts.Client, "-o", "link", "show", hosts.ClientLink);
+        var mac = link.Split(' ', StringSplitOptions.RemoveEmptyEntries).SkipWhile(w => w != "link/ether").Skip(1).First();
+        var list = Path.Combine(fs.Path, "clients");
+        await File.WriteAllTextAsync(list, "# by MAC\n02:00:00:00:00:01\n");
+        await using var daemon = DaemonProcess.StartWith(["ip", "netns", "exec", hosts.Server],
+            "--listen", $"{hosts.ServerAddress}:9572", "--swap-dir", Path.Combine(fs.Path, "swap"), "--swap-size", "8M", "--clients", list);
+        await daemon.WaitForPortAsync();
+
+        async Task<string> GoAsync()
+        {
+            var result = await ExternalTool.RunAsync("ip", ["netns", "exec", hosts.Client, "/usr/bin/python3", Script, hosts.ClientAddress, hosts.ServerAddress, "9572", "swap"]);
+            Assert.True(result.ExitCode == 0, result.All);
+            return result.Stdout.Trim();
+        }
+
+        Assert.Equal("policy", await GoAsync());
+        Assert.Contains("not on the client list", daemon.Stderr);
+        await File.WriteAllTextAsync(list, $"# by MAC\n02:00:00:00:00:01\n{mac}\n");
+        File.SetLastWriteTimeUtc(list, DateTime.UtcNow.AddSeconds(5));
+        Assert.Equal("ack", await GoAsync());
+    }
+}
