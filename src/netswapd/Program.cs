@@ -85,19 +85,11 @@ namespace NetSwap.Daemon
             }
 
             AccessPolicy policy;
-            try
-            {
-                policy = BuildPolicy(settings);
-            }
-            catch (Exception e) when (e is IOException or FormatException)
-            {
-                DaemonLog.StartFailed(logger, e.Message);
-                return ExitFailure;
-            }
-            LogPolicy(logger, policy);
             TlsConfiguration tls;
             try
             {
+                // The same two steps SIGHUP repeats (Reload): the client list, certificates and CRL are read here.
+                policy = BuildPolicy(settings);
                 tls = BuildTls(settings);
             }
             catch (Exception e) when (e is IOException or FormatException)
@@ -105,6 +97,7 @@ namespace NetSwap.Daemon
                 DaemonLog.StartFailed(logger, e.Message);
                 return ExitFailure;
             }
+            LogPolicy(logger, policy);
             LogTls(logger, tls);
             var context = new NbdServerContext(catalog, settings.Server, logger, policy) { Tls = tls };
             ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.ShutdownTimeout);

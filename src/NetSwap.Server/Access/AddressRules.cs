@@ -33,21 +33,43 @@ internal sealed class AddressRuleSet
 
     public (bool Allowed, AddressRule? Rule) Decide(IPAddress address)
     {
+        // On a tie of prefix length, deny comes first.
+        var best = MostSpecific(_rules, r => r.Network, address, r => r.Action == RuleAction.Deny);
+        return (best?.Action == RuleAction.Allow, best);
+    }
+
+    /// <summary>
+    /// The item whose network contains the address with the longest prefix (IPv4-mapped addresses matched as IPv4);
+    /// among equally long ones the first that <paramref name="preferOnTie"/> picks, else the first. Null: none contains it.
+    /// The one matching rule of NetSwap: access rules and per-subnet swap sizes both use it.
+    /// </summary>
+    public static T? MostSpecific<T>(IEnumerable<T> items, Func<T, IPNetwork> network, IPAddress address, Func<T, bool>? preferOnTie = null)
+        where T : class
+    {
         address = Normalize(address);
-        AddressRule? best = null;
-        foreach (var rule in _rules)
+        T? best = null;
+        var bestPrefix = -1;
+        foreach (var item in items)
         {
-            if (rule.Network.BaseAddress.AddressFamily != address.AddressFamily || !rule.Network.Contains(address))
+            var candidate = network(item);
+            if (candidate.BaseAddress.AddressFamily != address.AddressFamily || !candidate.Contains(address))
             {
                 continue;
             }
-            if (best is null || rule.Network.PrefixLength > best.Network.PrefixLength
-                || (rule.Network.PrefixLength == best.Network.PrefixLength && rule.Action == RuleAction.Deny))
+            if (candidate.PrefixLength > bestPrefix || (candidate.PrefixLength == bestPrefix && preferOnTie?.Invoke(item) == true))
             {
-                best = rule;
+                best = item;
+                bestPrefix = candidate.PrefixLength;
             }
         }
-        return (best?.Action == RuleAction.Allow, best);
+        return best;
+    }
+
+    /// <summary>A single address as a network: /32 or /128.</summary>
+    public static IPNetwork HostNetwork(IPAddress address)
+    {
+        address = Normalize(address);
+        return new IPNetwork(address, address.AddressFamily == AddressFamily.InterNetwork ? 32 : 128);
     }
 
     /// <summary>

@@ -43,8 +43,7 @@ internal sealed class ClientList
             }
             else if (IPAddress.TryParse(line, out var address))
             {
-                address = AddressRuleSet.Normalize(address);
-                networks.Add(new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128));
+                networks.Add(AddressRuleSet.HostNetwork(address));
             }
             else if (TryParseMac(line, out var mac))
             {

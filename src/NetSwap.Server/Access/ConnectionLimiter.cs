@@ -31,17 +31,6 @@ internal sealed class ConnectionLimiter
         }
     }
 
-    public int TrackedAddresses
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _perAddress.Count;
-            }
-        }
-    }
-
     public void Update(AccessLimits limits)
     {
         lock (_lock)

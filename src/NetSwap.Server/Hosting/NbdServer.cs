@@ -97,8 +97,7 @@ internal sealed class NbdServer : IAsyncDisposable
         System.Net.IPEndPoint? peer;
         try
         {
-            // Inherited from inetd or systemd, a connected socket may not know it is connected: ask the kernel.
-            peer = socket.Connected ? socket.RemoteEndPoint as System.Net.IPEndPoint : InheritedSocketStream.PeerOf(socket);
+            peer = socket.RemoteEndPoint as System.Net.IPEndPoint;
         }
         catch (SocketException)
         {
@@ -116,11 +115,11 @@ internal sealed class NbdServer : IAsyncDisposable
         try
         {
             SocketSetup.TuneAccepted(socket, _context.Options.Tcp);
-            stream = socket.Connected ? new NetworkStream(socket, ownsSocket: true) : new InheritedSocketStream(socket);
+            stream = new NetworkStream(socket, ownsSocket: true);
         }
-        catch (SocketException)
+        catch (Exception e) when (e is SocketException or IOException)
         {
-            // Reset between accept and setup.
+            // Reset between accept and setup, or a descriptor handed over that is not a connected socket.
             _context.Limiter.Release(peer?.Address);
             socket.Dispose();
             return Task.CompletedTask;

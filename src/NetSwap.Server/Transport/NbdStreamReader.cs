@@ -71,9 +71,6 @@ internal sealed class NbdStreamReader : IDisposable
         }
     }
 
-    /// <summary>Bytes already received beyond what was consumed: must be empty before a TLS upgrade.</summary>
-    public ReadOnlySpan<byte> PeekBuffered() => _buffer is null ? default : _buffer.AsSpan(_start, _end - _start);
-
     private static bool Finish(int got, int wanted)
     {
         if (got == wanted)

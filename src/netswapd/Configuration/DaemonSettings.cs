@@ -220,8 +220,7 @@ internal static class SettingTable
             {
                 throw new SettingValueException($"'{text}' is not an address or a subnet (examples: 10.0.5.0/24, 10.0.5.7, fd00::/64)");
             }
-            address = AddressRuleSet.Normalize(address);
-            network = new IPNetwork(address, address.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork ? 32 : 128);
+            network = AddressRuleSet.HostNetwork(address);
         }
         return new AddressRule(network, action, source == SettingSource.CommandLine ? "command line" : "config file");
     }

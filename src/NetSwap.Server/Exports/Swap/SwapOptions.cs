@@ -36,25 +36,6 @@ internal sealed class SwapOptions
     public List<SwapSizeRule> Rules { get; } = [];
 
     /// <summary>The default size for a client: the most specific matching rule, else <see cref="DefaultSize"/>.</summary>
-    public long DefaultSizeFor(IPAddress? address)
-    {
-        if (address is null)
-        {
-            return DefaultSize;
-        }
-        if (address.IsIPv4MappedToIPv6)
-        {
-            address = address.MapToIPv4();
-        }
-        SwapSizeRule? best = null;
-        foreach (var rule in Rules)
-        {
-            if (rule.Subnet.BaseAddress.AddressFamily == address.AddressFamily && rule.Subnet.Contains(address)
-                && (best is null || rule.Subnet.PrefixLength > best.Subnet.PrefixLength))
-            {
-                best = rule;
-            }
-        }
-        return best?.Size ?? DefaultSize;
-    }
+    public long DefaultSizeFor(IPAddress? address) =>
+        address is null ? DefaultSize : Access.AddressRuleSet.MostSpecific(Rules, r => r.Subnet, address)?.Size ?? DefaultSize;
 }
