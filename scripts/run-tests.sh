@@ -21,5 +21,11 @@ if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
   failed=1
 fi
 echo
+if [ "$failed" -gt 0 ]; then
+  # The failures again, last, where a log that keeps only its tail still shows them.
+  python3 scripts/trx-failures.py "$results"/*.trx || true
+  # And the whole record, kept past this script's clean-up.
+  mkdir -p test-results && cp "$results"/*.trx test-results/ 2>/dev/null || true
+fi
 echo "$passed passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
