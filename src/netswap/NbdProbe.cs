@@ -9,14 +9,25 @@ namespace NetSwap.Client;
 internal sealed record ExportDescription(string Name, ulong Size, NbdTransmissionFlags Flags, string? Description);
 
 /// <summary>
-/// Just enough of an NBD client to ask a server what it offers (LIST, then INFO per export, then ABORT). Attaching a
-/// device is the kernel's job through nbd-client; this never enters the transmission phase.
+/// Just enough of an NBD client to ask a server what it offers (LIST, then INFO per export, then ABORT), and for the
+/// reconnect keeper to open a swap export again (GO) and read one block back before the kernel takes the connection
+/// over. The data path is the kernel's, through nbd-client or the keeper's netlink hand-over.
 /// </summary>
 internal sealed class NbdProbe : IAsyncDisposable
 {
-    private readonly NetworkStream _stream;
+    private readonly Stream _stream;
 
-    private NbdProbe(NetworkStream stream) => _stream = stream;
+    private NbdProbe(Stream stream) => _stream = stream;
+
+    /// <summary>A handshake over a connection the caller made (and keeps: disposing the probe does not close it).</summary>
+    public static async Task<NbdProbe> OverAsync(Stream stream, CancellationToken cancellationToken)
+    {
+        var probe = new NbdProbe(stream) { _borrowed = true };
+        await probe.StartAsync(cancellationToken);
+        return probe;
+    }
+
+    private bool _borrowed;
 
     public static async Task<NbdProbe> ConnectAsync(IPEndPoint server, CancellationToken cancellationToken)
     {
@@ -106,6 +117,67 @@ internal sealed class NbdProbe : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// NBD_OPT_GO without structured replies (the kernel's client does not negotiate them): the export's size and
+    /// flags; a refusal throws with the server's message. The connection is then in transmission.
+    /// </summary>
+    public async Task<(ulong Size, NbdTransmissionFlags Flags)> GoAsync(string name, CancellationToken cancellationToken)
+    {
+        var request = new NbdInfoRequest(name, []);
+        var data = new byte[request.SerializedLength];
+        request.Write(data);
+        await SendOptionAsync(NbdOption.Go, data, cancellationToken);
+        ulong size = 0;
+        NbdTransmissionFlags flags = 0;
+        var sawExport = false;
+        while (true)
+        {
+            var (header, payload) = await ReadReplyAsync(NbdOption.Go, cancellationToken);
+            if (header.Type == NbdOptionReplyType.Info)
+            {
+                if (NbdInfoReply.TryReadExport(payload, out var s, out var f))
+                {
+                    (size, flags, sawExport) = (s, f, true);
+                }
+                continue;
+            }
+            if (header.Type == NbdOptionReplyType.Ack && sawExport)
+            {
+                return (size, flags);
+            }
+            throw new NbdProtocolException(header.IsError
+                ? $"server refused '{name}': {header.Type} {System.Text.Encoding.UTF8.GetString(payload)}"
+                : $"server answered GO for '{name}' without the export's size");
+        }
+    }
+
+    /// <summary>NBD_CMD_READ with a simple reply (transmission, after <see cref="GoAsync"/>).</summary>
+    public async Task ReadAsync(ulong offset, Memory<byte> destination, CancellationToken cancellationToken)
+    {
+        var request = new byte[NbdRequest.Size];
+        new NbdRequest(0, NbdCommand.Read, 0x6e73, offset, (uint)destination.Length).Write(request);
+        await _stream.WriteAsync(request, cancellationToken);
+        var reply = new byte[NbdSimpleReply.Size];
+        await _stream.ReadExactlyAsync(reply, cancellationToken);
+        if (!NbdSimpleReply.TryRead(reply, out var parsed) || parsed.Cookie != 0x6e73)
+        {
+            throw new NbdProtocolException("the server's reply to a read is not a simple reply to it");
+        }
+        if (parsed.Error != 0)
+        {
+            throw new NbdProtocolException($"the server failed a read at {offset}: {parsed.Error}");
+        }
+        await _stream.ReadExactlyAsync(destination, cancellationToken);
+    }
+
+    /// <summary>NBD_CMD_DISC: the server ends the connection cleanly (and destroys a swap area at once).</summary>
+    public async Task DisconnectAsync(CancellationToken cancellationToken)
+    {
+        var request = new byte[NbdRequest.Size];
+        new NbdRequest(0, NbdCommand.Disc, 0x6e74, 0, 0).Write(request);
+        await _stream.WriteAsync(request, cancellationToken);
+    }
+
     private async Task SendOptionAsync(NbdOption option, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         var message = new byte[NbdOptionHeader.Size + data.Length];
@@ -138,6 +210,9 @@ internal sealed class NbdProbe : IAsyncDisposable
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException)
         {
         }
-        await _stream.DisposeAsync();
+        if (!_borrowed)
+        {
+            await _stream.DisposeAsync();
+        }
     }
 }

@@ -19,12 +19,19 @@ namespace NetSwap.Client
 
             Commands:
               attach [SERVER[:PORT]] [--device /dev/nbdN|auto] [--size SIZE] [--token T] [--encrypt] [--priority N]
-                     [--mode persist|netlink] [--auto] [--config FILE] [--timeout 2s]
+                     [--mode reconnect|netlink|persist] [--reconnect-for 2m] [--io-timeout 5s]
+                     [--auto] [--config FILE] [--timeout 2s]
                                                Attach swap: discover a server when none is given, connect a free
-                                               /dev/nbdN with nbd-client (-swap -b 4096; persist mode reconnects),
-                                               dm-crypt with a random key (--encrypt), mkswap when needed, swapon.
+                                               /dev/nbdN with nbd-client (-swap -b 4096), dm-crypt with a random key
+                                               (--encrypt), mkswap when needed, swapon. reconnect mode (default):
+                                               nbd-client by netlink plus `netswap keep`, which replaces a broken
+                                               connection within --reconnect-for while the kernel holds requests;
+                                               a request unanswered for --io-timeout counts the connection dead.
                                                --auto applies client.conf's SWAP and THRESHOLD (for boot scripts).
               detach [--device /dev/nbdN | --all]     swapoff, close dm-crypt, nbd-client -d, in that order.
+              keep --device /dev/nbdN --server ADDR:PORT --export NAME [--reconnect-for 2m] [--io-timeout 5s]
+                   [--ready-file PATH]         The resident reconnect keeper `attach` starts (not for direct use):
+                                               locked in memory, logs to the kernel log.
               status [--json]                  The swap attached here: device, server, size, used, encrypted.
               server-status [--json] [--control-socket PATH]
                                                Ask a netswapd on this host for its clients and swap areas.
@@ -73,6 +80,7 @@ namespace NetSwap.Client
                     "discover" => await DiscoverAsync(args[1..]),
                     "attach" => await AttachAsync(args[1..]),
                     "detach" => await DetachAsync(args[1..]),
+                    "keep" => await Attach.KeepCommand.RunAsync(args[1..]),
                     "status" => Status(args[1..]),
                     "server-status" => await ServerStatusAsync(args[1..]),
                     _ => throw new UsageException($"unknown command '{args[0]}' (see netswap help)"),
@@ -84,7 +92,7 @@ namespace NetSwap.Client
                 return 2;
             }
             catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NbdProtocolException or OperationCanceledException
-                or Attach.AttachException or FormatException or UnauthorizedAccessException)
+                or Attach.AttachException or FormatException or UnauthorizedAccessException or Kernel.NetlinkException)
             {
                 await Console.Error.WriteLineAsync($"netswap: {e.Message}");
                 return 1;
@@ -182,12 +190,15 @@ namespace NetSwap.Client
             var size = options.OptionalSize("--size");
             var token = options.Value("--token");
             var priority = options.Value("--priority") is { } p ? int.Parse(p, CultureInfo.InvariantCulture) : (int?)null;
-            var mode = (options.Value("--mode") ?? "persist") switch
+            var mode = (options.Value("--mode") ?? "reconnect") switch
             {
+                "reconnect" => Attach.NbdClientMode.Reconnect,
                 "persist" => Attach.NbdClientMode.Persist,
                 "netlink" => Attach.NbdClientMode.Netlink,
-                var m => throw new UsageException($"--mode: '{m}' is not persist or netlink"),
+                var m => throw new UsageException($"--mode: '{m}' is not reconnect, netlink or persist"),
             };
+            var reconnectFor = options.Duration("--reconnect-for", TimeSpan.FromMinutes(2));
+            var ioTimeout = options.Duration("--io-timeout", TimeSpan.FromSeconds(5));
             var timeout = options.Duration("--timeout", TimeSpan.FromSeconds(2));
             options.EnsureConsumed(maxPositional: 1);
             if (device != "auto" && !device.StartsWith("/dev/nbd", StringComparison.Ordinal))
@@ -228,7 +239,11 @@ namespace NetSwap.Client
                 server = best.NbdEndpoint;
                 await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {server} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
             }
-            var attached = await Attacher().AttachAsync(new Attach.AttachRequest(server, device, size, token, encryptFlag || config.Encrypt, priority ?? config.Priority, mode));
+            var attached = await Attacher().AttachAsync(new Attach.AttachRequest(server, device, size, token, encryptFlag || config.Encrypt, priority ?? config.Priority, mode)
+            {
+                ReconnectFor = reconnectFor,
+                IoTimeout = ioTimeout,
+            });
             await Console.Out.WriteLineAsync($"netswap: swap on {attached.Target} ({attached.Size >> 20} MiB from {attached.Server}, export {attached.Export}{(attached.Encrypted ? ", encrypted" : "")})");
             return 0;
         }
@@ -406,10 +421,13 @@ namespace NetSwap.Client
                 return fallback;
             }
             var t = text.Trim();
-            var (number, scale) = t.EndsWith("ms", StringComparison.Ordinal) ? (t[..^2], 0.001) : t.EndsWith('s') ? (t[..^1], 1.0) : (t, 1.0);
+            var (number, scale) = t.EndsWith("ms", StringComparison.Ordinal) ? (t[..^2], 0.001)
+                : t.EndsWith('s') ? (t[..^1], 1.0)
+                : t.EndsWith('m') ? (t[..^1], 60.0)
+                : (t, 1.0);
             return double.TryParse(number, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) && value > 0
                 ? TimeSpan.FromSeconds(value * scale)
-                : throw new UsageException($"option '{name}': '{text}' is not a duration (examples: 1s, 500ms)");
+                : throw new UsageException($"option '{name}': '{text}' is not a duration (examples: 1s, 500ms, 2m)");
         }
 
         /// <summary>The size given with the option, or null when it is absent.</summary>

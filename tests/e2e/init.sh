@@ -31,6 +31,7 @@ TOKEN=$(param token)
 REGION=$(param region)
 LOCK=$(param lock)
 SCENARIO=$(param scenario)
+MODE=$(param mode)
 say "memory: $(grep MemTotal /proc/meminfo)"
 
 if [ "$SCENARIO" = tls ]; then
@@ -60,11 +61,12 @@ if [ "$SCENARIO" = encrypt ]; then
     ENCRYPT=--encrypt
 fi
 if [ "$SCENARIO" != basic ]; then
-    # The client as users run it: netswap attach (nbd-client in persist mode, swapon, no mkswap needed); without a
-    # server on the command line it finds one by discovery.
+    # The client as users run it: netswap attach (nbd-client by netlink plus the reconnect keeper, swapon, no mkswap
+    # needed); without a server on the command line it finds one by discovery.
     TARGET=${SERVER:+$SERVER:$PORT}
     say "netswap attach ${TARGET:-(discovery)}"
-    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT || finish FAIL
+    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT ${MODE:+--mode $MODE} || finish FAIL
+    say "free: $(free | sed -n 2p)"
     netswap status
     DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
 else
@@ -83,6 +85,8 @@ result=$?
 end=$(cut -d' ' -f1 /proc/uptime)
 say "pages swapped in $(( $(sed -n 's/^pswpin //p' /proc/vmstat) - before_in )) out $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) workload ${start}s..${end}s"
 if [ "$SCENARIO" != basic ]; then
+    # What the reconnect keeper said (it logs to the kernel log, below this console's loglevel).
+    dmesg | grep "netswap-keep" | while read -r line; do say "$line"; done
     netswap status
     netswap detach || result=1
     grep -q nbd /proc/swaps && result=1

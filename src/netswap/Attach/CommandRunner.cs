@@ -13,17 +13,72 @@ internal sealed record CommandResult(int ExitCode, string Output)
 internal interface ICommandRunner
 {
     Task<CommandResult> RunAsync(string command, IReadOnlyList<string> arguments, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Starts a helper that stays resident and waits until it has created <paramref name="readyFile"/>: its pid, or
+    /// the helper's exit code and output when it ended (or hung) before it was ready.
+    /// </summary>
+    Task<(int Pid, CommandResult? Failure)> StartResidentAsync(string command, IReadOnlyList<string> arguments, string readyFile, TimeSpan wait, CancellationToken cancellationToken = default);
+
+    /// <summary>Asks a resident helper to end (SIGTERM); false when it was already gone.</summary>
+    bool Stop(int pid);
 }
 
-internal sealed class ProcessRunner : ICommandRunner
+internal sealed partial class ProcessRunner : ICommandRunner
 {
-    public async Task<CommandResult> RunAsync(string command, IReadOnlyList<string> arguments, CancellationToken cancellationToken = default)
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+
+    public bool Stop(int pid) => pid > 0 && Kill(pid, 15) == 0;
+
+    public async Task<(int Pid, CommandResult? Failure)> StartResidentAsync(string command, IReadOnlyList<string> arguments, string readyFile, TimeSpan wait, CancellationToken cancellationToken = default)
+    {
+        // Its output comes to us until it is ready; then it points its standard streams at /dev/null and the pipes
+        // end, so nothing that reads our output waits for a resident process.
+        var start = StartInfo(command, arguments);
+        File.Delete(readyFile);
+        Process process;
+        try
+        {
+            process = Process.Start(start)!;
+        }
+        catch (System.ComponentModel.Win32Exception e)
+        {
+            return (0, new CommandResult(127, $"{command}: {e.Message}"));
+        }
+        using (process)
+        {
+            process.StandardInput.Close();
+            var stdout = process.StandardOutput.ReadToEndAsync(CancellationToken.None);
+            var stderr = process.StandardError.ReadToEndAsync(CancellationToken.None);
+            var deadline = DateTime.UtcNow + wait;
+            while (!File.Exists(readyFile))
+            {
+                if (process.HasExited || DateTime.UtcNow > deadline)
+                {
+                    var hung = !process.HasExited;
+                    if (hung)
+                    {
+                        process.Kill();
+                    }
+                    await process.WaitForExitAsync(CancellationToken.None);
+                    var output = ((await stdout).Trim() + "\n" + (await stderr).Trim()).Trim();
+                    return (0, new CommandResult(hung ? 124 : process.ExitCode, hung ? $"not ready within {wait.TotalSeconds:0} s{(output.Length > 0 ? ": " + output : "")}" : output));
+                }
+                await Task.Delay(50, cancellationToken);
+            }
+            return (process.Id, null);
+        }
+    }
+
+    /// <summary>Output and errors piped to us; standard input piped too, and closed at once: no command may wait for
+    /// an answer on a terminal.</summary>
+    private static ProcessStartInfo StartInfo(string command, IReadOnlyList<string> arguments)
     {
         var start = new ProcessStartInfo(command)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
-            // No command may wait for an answer on a terminal: its standard input is closed at once.
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
@@ -31,6 +86,12 @@ internal sealed class ProcessRunner : ICommandRunner
         {
             start.ArgumentList.Add(argument);
         }
+        return start;
+    }
+
+    public async Task<CommandResult> RunAsync(string command, IReadOnlyList<string> arguments, CancellationToken cancellationToken = default)
+    {
+        var start = StartInfo(command, arguments);
         Process process;
         try
         {

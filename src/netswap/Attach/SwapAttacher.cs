@@ -8,23 +8,36 @@ namespace NetSwap.Client.Attach;
 internal enum NbdClientMode
 {
     /// <summary>
-    /// ioctl mode with -persist: nbd-client stays resident (locked in memory by -swap) and reconnects after the
-    /// connection breaks; with the same swap/TOKEN the server gives the area back. nbd-client 3.24 reconnects only in
-    /// this mode (its netlink persist mode came with 3.27).
+    /// The default: nbd-client configures the device by netlink and exits, and `netswap keep` stays resident (locked
+    /// in memory): the kernel holds requests back while a connection is dead (NBD_ATTR_DEAD_CONN_TIMEOUT), the keeper
+    /// opens the same swap/TOKEN again and hands the new socket to the kernel (NBD_CMD_RECONFIGURE). Nothing swapped
+    /// is lost. This is what nbd-client's own netlink -persist does from 3.27 on; Debian 12 has 3.24.
+    /// </summary>
+    Reconnect,
+    /// <summary>
+    /// nbd-client 3.24's ioctl mode with -persist. Kept for comparison: with Linux 6.1 a broken connection ends the
+    /// device (the ioctl returns without an error and nbd-client exits instead of reconnecting; requests in flight
+    /// fail), so it survives only cuts shorter than the time-outs.
     /// </summary>
     Persist,
-    /// <summary>netlink mode: nbd-client configures the device and exits; a cut shorter than the TCP and NBD timeouts
-    /// is survived, a broken connection is not.</summary>
+    /// <summary>netlink mode without a keeper: nbd-client configures the device and exits; a cut shorter than the TCP
+    /// and NBD time-outs is survived, a broken connection is not.</summary>
     Netlink,
 }
 
-internal sealed record AttachRequest(IPEndPoint Server, string Device, long? Size, string Token, bool Encrypt, int? Priority, NbdClientMode Mode);
+internal sealed record AttachRequest(IPEndPoint Server, string Device, long? Size, string Token, bool Encrypt, int? Priority, NbdClientMode Mode)
+{
+    /// <summary>How long requests wait for a new connection after one died (reconnect mode).</summary>
+    public TimeSpan ReconnectFor { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>The kernel's time-out for one request before it counts the connection dead (reconnect mode).</summary>
+    public TimeSpan IoTimeout { get; init; } = TimeSpan.FromSeconds(5);
+}
 
 /// <summary>What `netswap attach` set up, kept in /run/netswap so that detach and status find it.</summary>
-internal sealed record AttachedSwap(string Device, string Target, string Server, string Export, bool Encrypted, long Size)
+internal sealed record AttachedSwap(string Device, string Target, string Server, string Export, bool Encrypted, long Size, int Keeper = 0)
 {
     public string Serialize() => string.Create(CultureInfo.InvariantCulture,
-        $"DEVICE={Device}\nTARGET={Target}\nSERVER={Server}\nEXPORT={Export}\nENCRYPTED={(Encrypted ? "yes" : "no")}\nSIZE={Size}\n");
+        $"DEVICE={Device}\nTARGET={Target}\nSERVER={Server}\nEXPORT={Export}\nENCRYPTED={(Encrypted ? "yes" : "no")}\nSIZE={Size}\nKEEPER={Keeper}\n");
 
     public static AttachedSwap? Parse(string text)
     {
@@ -32,13 +45,14 @@ internal sealed record AttachedSwap(string Device, string Target, string Server,
             .Select(l => l.Split('=', 2)).Where(p => p.Length == 2).ToDictionary(p => p[0], p => p[1]);
         return values.TryGetValue("DEVICE", out var device) && values.TryGetValue("TARGET", out var target)
             ? new AttachedSwap(device, target, values.GetValueOrDefault("SERVER", "?"), values.GetValueOrDefault("EXPORT", "?"),
-                values.GetValueOrDefault("ENCRYPTED") == "yes", long.TryParse(values.GetValueOrDefault("SIZE"), CultureInfo.InvariantCulture, out var size) ? size : 0)
+                values.GetValueOrDefault("ENCRYPTED") == "yes", long.TryParse(values.GetValueOrDefault("SIZE"), CultureInfo.InvariantCulture, out var size) ? size : 0,
+                int.TryParse(values.GetValueOrDefault("KEEPER"), CultureInfo.InvariantCulture, out var keeper) ? keeper : 0)
             : null;
     }
 }
 
 /// <summary>Where the system's pieces are: real paths in production, a scratch directory in tests.</summary>
-internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = "/dev", string State = "/run/netswap/attached", string Swaps = "/proc/swaps");
+internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = "/dev", string State = "/run/netswap/attached", string Swaps = "/proc/swaps", string Keepers = "/run/netswap/keepers");
 
 /// <summary>A step that failed: which, the command, and what it said. Everything before it has been undone.</summary>
 internal sealed class AttachException(string message) : Exception(message);
@@ -50,9 +64,13 @@ internal sealed class AttachException(string message) : Exception(message);
 /// </summary>
 internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, SystemPaths paths, TextWriter log)
 {
+    /// <summary>The netswap executable that runs `netswap keep` (this one).</summary>
+    public string KeeperCommand { get; init; } = Environment.ProcessPath ?? "netswap";
+
     public async Task<AttachedSwap> AttachAsync(AttachRequest request, CancellationToken cancellationToken = default)
     {
         var undo = new Stack<(string Command, string[] Arguments)>();
+        var keeper = 0;
         try
         {
             var device = request.Device == "auto" ? await FindFreeDeviceAsync(cancellationToken) : request.Device;
@@ -62,6 +80,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
                 request.Server.Address.ToString(), request.Server.Port.ToString(CultureInfo.InvariantCulture),
                 "-N", export, device, "-swap", "-b", "4096",
                 .. request.Mode == NbdClientMode.Persist ? ["-nonetlink", "-persist"] : Array.Empty<string>(),
+                .. request.Mode == NbdClientMode.Reconnect ? ["-timeout", Seconds(request.IoTimeout)] : Array.Empty<string>(),
             ];
             await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
             undo.Push(("nbd-client", ["-d", device]));
@@ -88,14 +107,23 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             {
                 log.WriteLine($"netswap: {device} already carries a swap header from the server; no mkswap");
             }
+            if (request.Mode == NbdClientMode.Reconnect)
+            {
+                // Before swapon: from here on a dead connection is waited out and replaced, never failed.
+                keeper = await StartKeeperAsync(device, request, export, cancellationToken);
+            }
             Check("enable swap", swap.SwapOn(target, request.Priority));
-            var attached = new AttachedSwap(device, target, request.Server.ToString(), export, request.Encrypt, DeviceSize(device));
+            var attached = new AttachedSwap(device, target, request.Server.ToString(), export, request.Encrypt, DeviceSize(device), keeper);
             Directory.CreateDirectory(paths.State);
             await File.WriteAllTextAsync(Path.Combine(paths.State, Path.GetFileName(device)), attached.Serialize(), cancellationToken);
             return attached;
         }
         catch (AttachException)
         {
+            if (keeper > 0)
+            {
+                runner.Stop(keeper);
+            }
             while (undo.Count > 0)
             {
                 var (command, arguments) = undo.Pop();
@@ -104,6 +132,27 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             }
             throw;
         }
+    }
+
+    private static string Seconds(TimeSpan span) => Math.Max(1, (long)Math.Ceiling(span.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>Starts `netswap keep` for the device and waits until it watches the kernel's events; its pid.</summary>
+    private async Task<int> StartKeeperAsync(string device, AttachRequest request, string export, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(paths.Keepers);
+        var ready = Path.Combine(paths.Keepers, Path.GetFileName(device) + ".pid");
+        string[] arguments =
+        [
+            "keep", "--device", device, "--server", request.Server.ToString(), "--export", export,
+            "--reconnect-for", Seconds(request.ReconnectFor) + "s", "--io-timeout", Seconds(request.IoTimeout) + "s", "--ready-file", ready,
+        ];
+        var (pid, failure) = await runner.StartResidentAsync(KeeperCommand, arguments, ready, TimeSpan.FromSeconds(15), cancellationToken);
+        if (failure is not null)
+        {
+            throw new AttachException($"cannot start the reconnect keeper: `{KeeperCommand} {string.Join(' ', arguments)}` exited {failure.ExitCode}{(failure.Output.Length > 0 ? ":\n" + failure.Output : "")}");
+        }
+        log.WriteLine($"netswap: reconnect keeper for {device} running (pid {pid}): a broken connection is replaced within {Seconds(request.ReconnectFor)} s");
+        return pid;
     }
 
     /// <summary>
@@ -211,6 +260,11 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             await RunAsync("cryptsetup", ["close", Path.GetFileName(attached.Target)]);
         }
         await RunAsync("nbd-client", ["-d", attached.Device]);
+        if (attached.Keeper > 0)
+        {
+            // After the disconnect: a keeper stopped earlier could not have saved a connection dying during swapoff.
+            runner.Stop(attached.Keeper);
+        }
         if (ok)
         {
             File.Delete(Path.Combine(paths.State, Path.GetFileName(attached.Device)));

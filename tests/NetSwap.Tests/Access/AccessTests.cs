@@ -208,8 +208,23 @@ public class AccessTests
         var block = new byte[MiB];
         // Prime: spend the bucket's saved-up burst, so what is timed is the steady rate.
         await client.RequestAsync(NbdCommand.Write, 0, (uint)block.Length, payload: block);
-        // Keep the server busy (requests pipelined, replies read as they come): the cap, not the round trips of this
-        // client or a loaded machine, must be what limits the rate.
+        // The cap must hold in every trial: never more than 10 % above it. That it is not a tighter throttle than
+        // asked (at least 90 %) needs a machine that lets the server run: the best of three trials must reach it,
+        // which a loaded CI host (other test classes run in parallel) still allows where one trial may not.
+        var best = 0.0;
+        for (var trial = 0; trial < 3 && best < rate * 0.9; trial++)
+        {
+            var measured = await TimedWritesAsync(client, block);
+            Assert.InRange(measured, 0, rate * 1.1);
+            best = Math.Max(best, measured);
+        }
+        Assert.InRange(best, rate * 0.9, rate * 1.1);
+    }
+
+    /// <summary>Bytes per second of 24 pipelined 1 MiB writes, replies read as they come: the server, not this
+    /// client's round trips, sets the pace.</summary>
+    private static async Task<double> TimedWritesAsync(TestNbdClient client, byte[] block)
+    {
         const int blocks = 24;
         var started = Stopwatch.StartNew();
         var sending = Task.Run(async () =>
@@ -224,7 +239,6 @@ public class AccessTests
             Assert.Equal(NbdError.None, (await client.ReadReplyAsync()).Error);
         }
         await sending;
-        var measured = blocks * MiB / started.Elapsed.TotalSeconds;
-        Assert.InRange(measured, rate * 0.9, rate * 1.1);
+        return blocks * MiB / started.Elapsed.TotalSeconds;
     }
 }

@@ -33,6 +33,26 @@ public sealed class AttachTests : IDisposable
             }
             return Task.FromResult(failure.Value ?? new CommandResult(0, ""));
         }
+
+        /// <summary>The keeper: recorded as "keep …", ready at once (pid 777) unless a failure is set for it.</summary>
+        public Task<(int Pid, CommandResult? Failure)> StartResidentAsync(string command, IReadOnlyList<string> arguments, string readyFile, TimeSpan wait, CancellationToken cancellationToken = default)
+        {
+            var line = $"{command} {string.Join(' ', arguments)}";
+            Commands.Add(line);
+            var failure = Failures.FirstOrDefault(f => line.StartsWith(f.Key, StringComparison.Ordinal));
+            if (failure.Value is not null)
+            {
+                return Task.FromResult((0, (CommandResult?)failure.Value));
+            }
+            File.WriteAllText(readyFile, "777\n");
+            return Task.FromResult((777, (CommandResult?)null));
+        }
+
+        public bool Stop(int pid)
+        {
+            Commands.Add($"stop {pid}");
+            return true;
+        }
     }
 
     /// <summary>Records swapon/swapoff/header writes in the same list as the commands, in order.</summary>
@@ -61,9 +81,13 @@ public sealed class AttachTests : IDisposable
         public bool HasHeader(string device) => new LinuxSwapSystem().HasHeader(device);
     }
 
-    private SwapAttacher Attacher(string? failSwapOn = null) => new(_runner, new RecordingSwapSystem(_runner) { FailSwapOn = failSwapOn }, Paths, _log);
+    private SwapAttacher Attacher(string? failSwapOn = null) =>
+        new(_runner, new RecordingSwapSystem(_runner) { FailSwapOn = failSwapOn }, Paths, _log) { KeeperCommand = "netswap" };
 
-    private SystemPaths Paths => new(Path.Combine(_root, "sys", "block"), Path.Combine(_root, "dev"), Path.Combine(_root, "run"), Path.Combine(_root, "swaps"));
+    private SystemPaths Paths => new(Path.Combine(_root, "sys", "block"), Path.Combine(_root, "dev"), Path.Combine(_root, "run"), Path.Combine(_root, "swaps"), Path.Combine(_root, "keepers"));
+
+    private string Keep(string dev) =>
+        $"netswap keep --device {dev} --server 10.0.5.1:9572 --export swap/pc07:256M --reconnect-for 120s --io-timeout 5s --ready-file {Path.Combine(_root, "keepers", "nbd2.pid")}";
 
     /// <summary>nbd0 is busy (pid), nbd1 is connected (size), nbd2 is free; /dev/nbd2 holds a page with or without a header.</summary>
     private void Devices(bool header)
@@ -93,7 +117,7 @@ public sealed class AttachTests : IDisposable
         };
     }
 
-    private static AttachRequest Request(bool encrypt = false, int? priority = null, NbdClientMode mode = NbdClientMode.Persist) =>
+    private static AttachRequest Request(bool encrypt = false, int? priority = null, NbdClientMode mode = NbdClientMode.Reconnect) =>
         new(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572), "auto", 256L << 20, "pc07", encrypt, priority, mode);
 
     [Fact]
@@ -103,14 +127,17 @@ public sealed class AttachTests : IDisposable
         var attacher = Attacher();
         var attached = await attacher.AttachAsync(Request(priority: 5));
         var dev = Path.Combine(_root, "dev", "nbd2");
+        // Reconnect mode: nbd-client by netlink with the I/O time-out, then the keeper, running before swap is on.
         Assert.Equal(
         [
-            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
+            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -timeout 5",
+            Keep(dev),
             $"swapon {dev} priority 5",
         ], _runner.Commands);
         Assert.Contains("no mkswap", _log.ToString());
         Assert.Equal(attached, Assert.Single(attacher.Attached()));
         Assert.Equal("swap/pc07:256M", attached.Export);
+        Assert.Equal(777, attached.Keeper);
     }
 
     [Fact]
@@ -123,6 +150,29 @@ public sealed class AttachTests : IDisposable
     }
 
     [Fact]
+    public async Task Attach_PersistMode_IsNbdClientsIoctlMode_WithoutAKeeper()
+    {
+        Devices(header: true);
+        var attached = await Attacher().AttachAsync(Request(mode: NbdClientMode.Persist));
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal([$"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist", $"swapon {dev}"], _runner.Commands);
+        Assert.Equal(0, attached.Keeper);
+    }
+
+    [Fact]
+    public async Task KeeperThatCannotStart_FailsTheAttach_AndUndoesTheDevice()
+    {
+        Devices(header: true);
+        _runner.Failures["netswap keep"] = new CommandResult(1, "netswap: the kernel has no 'nbd' netlink family: is the nbd module loaded?");
+        var e = await Assert.ThrowsAsync<AttachException>(() => Attacher().AttachAsync(Request()));
+        Assert.Contains("cannot start the reconnect keeper", e.Message);
+        Assert.Contains("is the nbd module loaded?", e.Message);
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal($"nbd-client -d {dev}", _runner.Commands[^1]);
+        Assert.DoesNotContain(_runner.Commands, c => c.StartsWith("swapon", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Attach_Encrypted_PutsDmCryptWithARandomKeyBetweenDeviceAndSwap()
     {
         Devices(header: true);
@@ -131,9 +181,10 @@ public sealed class AttachTests : IDisposable
         var mapper = Path.Combine(_root, "dev", "mapper", "netswap-nbd2");
         Assert.Equal(
         [
-            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -nonetlink -persist",
+            $"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -timeout 5",
             $"cryptsetup open --batch-mode --type plain --cipher aes-xts-plain64 --key-size 512 --key-file /dev/urandom {dev} netswap-nbd2",
             $"mkswap {mapper}",
+            Keep(dev),
             $"swapon {mapper}",
         ], _runner.Commands);
         Assert.True(attached.Encrypted);
@@ -149,7 +200,7 @@ public sealed class AttachTests : IDisposable
         Assert.Contains("cannot enable swap", e.Message);
         Assert.Contains("Invalid argument", e.Message);
         var dev = Path.Combine(_root, "dev", "nbd2");
-        Assert.Equal(["cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands.TakeLast(2));
+        Assert.Equal(["stop 777", "cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands.TakeLast(3));
         Assert.Empty(attacher.Attached());
     }
 
@@ -182,7 +233,7 @@ public sealed class AttachTests : IDisposable
         _runner.Commands.Clear();
         Assert.True(await attacher.DetachAsync(attached));
         var dev = Path.Combine(_root, "dev", "nbd2");
-        Assert.Equal([$"swapoff {attached.Target}", "cryptsetup close netswap-nbd2", $"nbd-client -d {dev}"], _runner.Commands);
+        Assert.Equal([$"swapoff {attached.Target}", "cryptsetup close netswap-nbd2", $"nbd-client -d {dev}", "stop 777"], _runner.Commands);
         Assert.Empty(attacher.Attached());
     }
 
@@ -224,12 +275,13 @@ public class ArgumentReaderTests
     [Fact]
     public void Options_AreReadOnce_InEitherForm_AndUnknownOnesAreErrors()
     {
-        var reader = new NetSwap.Client.ArgumentReader(["10.0.0.1", "--size", "128M", "--token=pc7", "--encrypt", "--timeout", "500ms"]);
+        var reader = new NetSwap.Client.ArgumentReader(["10.0.0.1", "--size", "128M", "--token=pc7", "--encrypt", "--timeout", "500ms", "--reconnect-for", "2m"]);
         Assert.Equal(128L << 20, reader.OptionalSize("--size"));
         Assert.Null(reader.OptionalSize("--size"));
         Assert.Equal("pc7", reader.Value("--token"));
         Assert.True(reader.Flag("--encrypt"));
         Assert.Equal(TimeSpan.FromMilliseconds(500), reader.Duration("--timeout", TimeSpan.Zero));
+        Assert.Equal(TimeSpan.FromMinutes(2), reader.Duration("--reconnect-for", TimeSpan.Zero));
         reader.EnsureConsumed(maxPositional: 1);
         Assert.Equal(["10.0.0.1"], reader.Positional);
         Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.ArgumentReader(["--bogus"]).EnsureConsumed());

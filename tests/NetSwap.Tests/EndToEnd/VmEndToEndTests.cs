@@ -22,6 +22,7 @@ public class VmEndToEndTests
     [InlineData("discover")] // the guest on a tap bridged in a network namespace finds the server by discovery
     [InlineData("cut")]      // as discover, and the link goes down for 5 s in the middle of the workload
     [InlineData("encrypt")]  // netswap attach --encrypt: dm-crypt with a random key between the NBD device and swap
+    [InlineData("reconnect")] // as discover, and the server kills the connection (ss -K): netswap keep reconnects
     public async Task LowMemoryGuest_SwapsOverNetSwap_EveryPageVerified(string scenario)
     {
         var logs = Path.Combine(Root, "artifacts", "e2e", scenario);
@@ -42,7 +43,7 @@ public class VmEndToEndTests
         Assert.True(swappedIn > 1000 && swappedOut > 1000, line);
         var serverLog = await File.ReadAllTextAsync(Path.Combine(logs, "netswapd.log"));
         Assert.Contains("destroyed (client disconnected)", serverLog);
-        if (scenario is "discover" or "cut")
+        if (scenario is "discover" or "cut" or "reconnect")
         {
             Assert.Contains("netswap: found", result.Stdout);
             Assert.Contains("swap area 1 for 10.254.0.15", serverLog);
@@ -56,6 +57,15 @@ public class VmEndToEndTests
         {
             Assert.Contains("e2e: link down for 5 s", result.Stdout);
             Assert.Contains("e2e: link up again", result.Stdout);
+        }
+        if (scenario == "reconnect")
+        {
+            // The server's side of the connection was destroyed mid-workload; the keeper in the guest opened the
+            // same area again and handed the new connection to the kernel, and every page still verified.
+            Assert.Contains("e2e: killing the connection on the server side", result.Stdout);
+            Assert.Contains("after an unclean disconnect", serverLog);
+            Assert.Contains("reattached after", serverLog);
+            Assert.Contains("the same swap area, requests resumed", result.Stdout);
         }
         if (scenario != "basic")
         {

@@ -1,0 +1,164 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using NetSwap.Client.Kernel;
+
+namespace NetSwap.Client.Attach;
+
+/// <summary>
+/// `netswap keep --device /dev/nbdN --server ADDR:PORT --export NAME`: the resident half of reconnect mode, started by
+/// `netswap attach`. It sets the device's time-outs, learns what the export is (size, flags, first block), locks
+/// itself in memory (it must run while swap is unreachable), says it is ready, and from then on logs to the kernel
+/// log (/dev/kmsg: the console, dmesg, the journal) with its standard streams on /dev/null.
+/// </summary>
+internal static class KeepCommand
+{
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var options = new ArgumentReader(args);
+        var device = options.Value("--device") ?? throw new UsageException("keep needs --device /dev/nbdN");
+        var serverText = options.Value("--server") ?? throw new UsageException("keep needs --server ADDRESS:PORT");
+        var export = options.Value("--export") ?? throw new UsageException("keep needs --export NAME");
+        var reconnectFor = options.Duration("--reconnect-for", TimeSpan.FromMinutes(2));
+        var ioTimeout = options.Duration("--io-timeout", TimeSpan.FromSeconds(5));
+        var readyFile = options.Value("--ready-file");
+        options.EnsureConsumed();
+        var name = Path.GetFileName(device);
+        if (!name.StartsWith("nbd", StringComparison.Ordinal) || !uint.TryParse(name[3..], NumberStyles.None, CultureInfo.InvariantCulture, out var index))
+        {
+            throw new UsageException($"--device: '{device}' is not /dev/nbdN");
+        }
+        var server = ClientProgram.ParseServer(serverText);
+
+        // Its own session: a hang-up of whatever started it must not end it.
+        Libc.SetSid();
+        using var netlink = NbdNetlink.Open();
+        netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds, timeoutSeconds: (ulong)ioTimeout.TotalSeconds);
+        var firstBlock = ReadFirstBlock(device);
+        var (size, flags) = await DescribeAsync(server, export);
+        var deviceSize = DeviceSize(name);
+        if (deviceSize != (long)size)
+        {
+            throw new IOException($"{device} is {deviceSize} B but the server's '{export}' is {size} B: not the export this device is connected to");
+        }
+        // Locked as pages are touched (MCL_ONFAULT): what the keeper has used stays in RAM, while the runtime's
+        // reserved-but-untouched heap is not made resident (locking it all at once cost 28 MiB and an OOM kill on a
+        // 32 MiB guest). The OOM killer must never pick it either: it is what brings swap back.
+        var locked = Libc.MLockAll(Libc.MCL_CURRENT | Libc.MCL_FUTURE | Libc.MCL_ONFAULT) == 0 ? null : Libc.Describe(Libc.LastError);
+        try
+        {
+            await File.WriteAllTextAsync("/proc/self/oom_score_adj", "-1000\n");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        var kmsg = new KernelLog("netswap-keep");
+        var keeper = new ReconnectKeeper(new KeptExport(index, server, export, size, flags, firstBlock), new NetlinkKernelLink(netlink, "/sys/block"), kmsg.Write)
+        {
+            ReconnectFor = reconnectFor,
+        };
+        if (readyFile is not null)
+        {
+            await File.WriteAllTextAsync(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+        }
+        DetachStandardStreams();
+        kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}");
+        return keeper.Run(CancellationToken.None);
+    }
+
+    /// <summary>The device's first block, read past the page cache (O_DIRECT): what the server really holds.</summary>
+    private static unsafe byte[] ReadFirstBlock(string device)
+    {
+        const int size = 4096;
+        var fd = Libc.Open(device, Libc.O_RDONLY | Libc.O_DIRECT | Libc.O_CLOEXEC);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open {device}: {Libc.Describe(Libc.LastError)}");
+        }
+        var buffer = (byte*)NativeMemory.AlignedAlloc(size, size);
+        try
+        {
+            var n = Libc.PRead(fd, buffer, size, 0);
+            if (n != size)
+            {
+                throw new IOException($"cannot read the first block of {device}: {(n < 0 ? Libc.Describe(Libc.LastError) : $"{n} bytes")}");
+            }
+            return new ReadOnlySpan<byte>(buffer, size).ToArray();
+        }
+        finally
+        {
+            NativeMemory.AlignedFree(buffer);
+            Libc.Close(fd);
+        }
+    }
+
+    /// <summary>NBD_OPT_INFO of the export over the same kind of connection a reconnect uses (which warms that path).</summary>
+    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export)
+    {
+        using var socket = KernelSocket.Connect(server, TimeSpan.FromSeconds(5));
+        await using var probe = await NbdProbe.OverAsync(socket, CancellationToken.None);
+        var description = await probe.InfoAsync(export, CancellationToken.None)
+            ?? throw new IOException($"the server at {server} does not describe '{export}'");
+        return (description.Size, description.Flags);
+    }
+
+    /// <summary>Resident and locked memory, from /proc/self/status.</summary>
+    private static string Memory()
+    {
+        try
+        {
+            var lines = File.ReadAllLines("/proc/self/status");
+            string Field(string key) => lines.FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal))?[key.Length..].Trim() ?? "?";
+            return $"RSS {Field("VmRSS:")}, locked {Field("VmLck:")}";
+        }
+        catch (IOException)
+        {
+            return "memory unknown";
+        }
+    }
+
+    private static long DeviceSize(string name)
+    {
+        var text = File.ReadAllText(Path.Combine("/sys/block", name, "size")).Trim();
+        return long.Parse(text, CultureInfo.InvariantCulture) * 512;
+    }
+
+    private static void DetachStandardStreams()
+    {
+        var devnull = Libc.Open("/dev/null", 2 /* O_RDWR */);
+        if (devnull < 0)
+        {
+            return;
+        }
+        for (var fd = 0; fd <= 2; fd++)
+        {
+            Libc.Dup2(devnull, fd);
+        }
+        if (devnull > 2)
+        {
+            Libc.Close(devnull);
+        }
+    }
+}
+
+/// <summary>Lines into the kernel log with a syslog priority, as early-boot daemons write them; stderr when there is none.</summary>
+internal sealed unsafe class KernelLog(string tag)
+{
+    private readonly int _fd = Libc.Open("/dev/kmsg", Libc.O_WRONLY | Libc.O_CLOEXEC);
+
+    public void Write(int priority, string message)
+    {
+        var line = System.Text.Encoding.UTF8.GetBytes($"<{priority}>{tag}[{Environment.ProcessId}]: {message}\n");
+        if (_fd >= 0)
+        {
+            fixed (byte* p = line)
+            {
+                if (Libc.Write(_fd, p, line.Length) == line.Length)
+                {
+                    return;
+                }
+            }
+        }
+        Console.Error.Write(System.Text.Encoding.UTF8.GetString(line));
+    }
+}

@@ -1,0 +1,152 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace NetSwap.Client.Kernel;
+
+/// <summary>
+/// A TCP connection made with plain system calls, meant to be handed to the kernel's nbd driver: blocking, with send
+/// and receive time-outs while netswap speaks on it, and without them once the kernel owns it (the driver would take a
+/// receive time-out for a dead connection).
+/// </summary>
+internal sealed unsafe class KernelSocket : Stream
+{
+    private int _fd;
+
+    private KernelSocket(int fd) => _fd = fd;
+
+    public int Descriptor => _fd;
+
+    /// <summary>Connects within <paramref name="timeout"/> (connect(2) honours the send time-out).</summary>
+    public static KernelSocket Connect(IPEndPoint server, TimeSpan timeout)
+    {
+        var v6 = server.AddressFamily == AddressFamily.InterNetworkV6;
+        var fd = Libc.Socket(v6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+        if (fd < 0)
+        {
+            throw new SocketException(Libc.LastError);
+        }
+        var socket = new KernelSocket(fd);
+        try
+        {
+            Libc.SetTimeouts(fd, timeout);
+            Libc.SetInt(fd, Libc.IPPROTO_TCP, Libc.TCP_NODELAY, 1);
+            Libc.SetInt(fd, Libc.SOL_SOCKET, Libc.SO_KEEPALIVE, 1);
+            var address = stackalloc byte[28];
+            var length = WriteAddress(server, new Span<byte>(address, 28));
+            if (Libc.Connect(fd, address, length) != 0)
+            {
+                throw new SocketException(Libc.LastError);
+            }
+            return socket;
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>struct sockaddr_in or sockaddr_in6 for the end point; returns its length.</summary>
+    internal static int WriteAddress(IPEndPoint endPoint, Span<byte> destination)
+    {
+        destination.Clear();
+        var v6 = endPoint.AddressFamily == AddressFamily.InterNetworkV6;
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(destination, (ushort)(v6 ? Libc.AF_INET6 : Libc.AF_INET));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(destination[2..], (ushort)endPoint.Port);
+        if (v6)
+        {
+            endPoint.Address.TryWriteBytes(destination[8..24], out _);
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], (uint)endPoint.Address.ScopeId);
+            return 28;
+        }
+        endPoint.Address.TryWriteBytes(destination[4..8], out _);
+        return 16;
+    }
+
+    /// <summary>Clears the time-outs: from here on the kernel owns the connection's pace.</summary>
+    public void PrepareForKernel() => Libc.SetTimeouts(_fd, TimeSpan.Zero);
+
+    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    public override int Read(Span<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            while (true)
+            {
+                var n = Libc.Recv(_fd, p, buffer.Length, 0);
+                if (n >= 0)
+                {
+                    return (int)n;
+                }
+                var errno = Libc.LastError;
+                if (errno != Libc.EINTR)
+                {
+                    throw new IOException(errno == Libc.EAGAIN ? "the server did not answer in time" : Libc.Describe(errno));
+                }
+            }
+        }
+    }
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        fixed (byte* p = buffer)
+        {
+            var sent = 0;
+            while (sent < buffer.Length)
+            {
+                var n = Libc.Send(_fd, p + sent, buffer.Length - sent, Libc.MSG_NOSIGNAL);
+                if (n < 0)
+                {
+                    var errno = Libc.LastError;
+                    if (errno == Libc.EINTR)
+                    {
+                        continue;
+                    }
+                    throw new IOException(errno == Libc.EAGAIN ? "the server did not take data in time" : Libc.Describe(errno));
+                }
+                sent += (int)n;
+            }
+        }
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        Task.FromResult(Read(buffer, offset, count));
+
+    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(Read(buffer.Span));
+
+    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
+    {
+        Write(buffer, offset, count);
+        return Task.CompletedTask;
+    }
+
+    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        Write(buffer.Span);
+        return ValueTask.CompletedTask;
+    }
+
+    public override bool CanRead => true;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => throw new NotSupportedException();
+    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+    public override void Flush() { }
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    protected override void Dispose(bool disposing)
+    {
+        var fd = Interlocked.Exchange(ref _fd, -1);
+        if (fd >= 0)
+        {
+            // Only this descriptor goes: once the kernel holds the socket it stays open for the kernel.
+            Libc.Close(fd);
+        }
+        base.Dispose(disposing);
+    }
+}
