@@ -20,6 +20,9 @@ internal abstract class BlockBackend : IDisposable
     public abstract int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua);
     public abstract void Cache(long offset, long length);
 
+    /// <summary>Whether reading the range now would not wait for storage (it is in memory). False when unknown.</summary>
+    public virtual bool IsInMemory(long offset, int length) => false;
+
     /// <summary>For structured reads: where data starts at or after offset (limit if none before it). False: unknown, treat as data.</summary>
     public abstract bool TryFindData(long offset, long limit, out long dataStart);
 

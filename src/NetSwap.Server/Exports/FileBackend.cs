@@ -129,6 +129,8 @@ internal class FileBackend : BlockBackend
 
     public override void Cache(long offset, long length) => LinuxFile.AdviseWillNeed(_handle, offset, length);
 
+    public override bool IsInMemory(long offset, int length) => LinuxFile.LikelyCached(_handle, offset, length);
+
     public override bool TryFindData(long offset, long limit, out long dataStart) =>
         LinuxFile.TryFindData(_handle, offset, limit, out dataStart);
 

@@ -36,6 +36,19 @@ internal static partial class LinuxFile
     [LibraryImport("libc", EntryPoint = "pwrite64", SetLastError = true)]
     private static unsafe partial nint PWrite(SafeFileHandle fd, byte* buffer, nuint count, long offset);
 
+    [LibraryImport("libc", EntryPoint = "preadv2", SetLastError = true)]
+    private static unsafe partial nint PReadV2(SafeFileHandle fd, IoVec* vectors, int count, long offset, int flags);
+
+    [StructLayout(LayoutKind.Sequential)]
+    private unsafe struct IoVec
+    {
+        public void* Base;
+        public nuint Length;
+    }
+
+    private const int RwfNoWait = 0x08;
+    public const int EAGAIN = 11;
+
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     private static partial int FDataSync(SafeFileHandle fd);
 
@@ -47,6 +60,25 @@ internal static partial class LinuxFile
 
     [LibraryImport("libc", EntryPoint = "posix_fadvise64")]
     private static partial int PosixFAdvise(SafeFileHandle fd, long offset, long length, int advice);
+
+    /// <summary>
+    /// Whether a read of the range would be served from the page cache without waiting for storage: one byte of its first
+    /// and of its last page read with RWF_NOWAIT. A file system that cannot tell (EOPNOTSUPP, as tmpfs on some kernels)
+    /// is memory anyway: yes.
+    /// </summary>
+    public static unsafe bool LikelyCached(SafeFileHandle fd, long offset, int length)
+    {
+        byte probe;
+        var vector = new IoVec { Base = &probe, Length = 1 };
+        foreach (var at in length > 4096 ? stackalloc long[] { offset, offset + length - 1 } : stackalloc long[] { offset })
+        {
+            if (PReadV2(fd, &vector, 1, at, RwfNoWait) < 0 && Marshal.GetLastPInvokeError() == EAGAIN)
+            {
+                return false;
+            }
+        }
+        return true;
+    }
 
     /// <summary>Reads exactly <paramref name="buffer"/>.Length bytes; a read past the end of file is zeros (a short file).</summary>
     public static unsafe int ReadExactly(SafeFileHandle fd, Span<byte> buffer, long offset)

@@ -59,6 +59,16 @@ internal sealed partial class NbdConnection
         {
             while (true)
             {
+                if (_reader.Buffered < NbdRequest.Size)
+                {
+                    // About to wait for the client: the replies gathered so far leave now, in one write.
+                    await _writer.UncorkAsync(abort);
+                }
+                else
+                {
+                    // The client sent several requests at once: gather their replies while working through them.
+                    _writer.Cork();
+                }
                 if (!await _reader.TryReadExactlyAsync(header, abort))
                 {
                     _closeReason = "client closed without NBD_CMD_DISC";
@@ -101,7 +111,12 @@ internal sealed partial class NbdConnection
         }
         finally
         {
-            if (!clean)
+            if (clean)
+            {
+                // Replies still gathered go out; from here on every reply is written at once.
+                await _writer.UncorkAsync(abort);
+            }
+            else
             {
                 // The stream is broken: requests still running cannot reply, so stop them rather than wait.
                 await _abort.CancelAsync();
@@ -116,6 +131,11 @@ internal sealed partial class NbdConnection
     private async ValueTask ReceiveWriteAsync(NbdRequest request, CancellationToken abort)
     {
         var length = (int)request.Length;
+        if (_reader.Buffered < length)
+        {
+            // The payload is still on its way: do not keep gathered replies waiting for it.
+            await _writer.UncorkAsync(abort);
+        }
         if (length <= ChunkSize)
         {
             var (buffer, reserved) = await RentAsync(length, abort);
@@ -166,12 +186,15 @@ internal sealed partial class NbdConnection
     }
 
     /// <summary>
-    /// Runs a request. The first request of an idle connection runs inline (lowest latency at queue depth 1); when
-    /// others are in flight it goes to the thread pool so slow storage does not stall the receive loop.
+    /// Runs a request. It runs inline, on the receive loop, when it cannot wait for storage: the only request in flight
+    /// (lowest latency at queue depth 1), a read of at most <see cref="InlineLimit"/> whose data is in memory, or a
+    /// write of at most that size without FUA (it lands in the page cache). Anything else — a read that would go to the
+    /// disk, flush, FUA, trim, zeroing — goes to the thread pool, so slow storage never stalls the receive loop. Inline
+    /// requests of one burst reply into the corked <see cref="ReplyWriter"/>: no thread hand-off, one write per burst.
     /// </summary>
     private void Dispatch(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
     {
-        if (Volatile.Read(ref _pending) <= 2)
+        if (Volatile.Read(ref _pending) <= 2 || RunsInline(request))
         {
             _ = ExecuteAsync(request, payload);
         }
@@ -180,6 +203,16 @@ internal sealed partial class NbdConnection
             ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ExecuteAsync(state.Request, state.Payload), (Connection: this, Request: request, Payload: payload), preferLocal: false);
         }
     }
+
+    /// <summary>Requests up to this size may run on the receive loop (see <see cref="Dispatch"/>).</summary>
+    private const int InlineLimit = 64 * 1024;
+
+    private bool RunsInline(NbdRequest request) => request.Command switch
+    {
+        NbdCommand.Read => request.Length <= InlineLimit && _session.Backend.IsInMemory((long)request.Offset, (int)request.Length),
+        NbdCommand.Write => request.Length <= ChunkSize && (request.Flags & NbdCommandFlags.Fua) == 0,
+        _ => false,
+    };
 
     /// <summary>Waits until the client's and the server's bandwidth caps allow moving these bytes (delay, never failure).</summary>
     private async ValueTask ThrottleAsync(long bytes, CancellationToken abort)

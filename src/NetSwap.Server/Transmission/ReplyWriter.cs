@@ -13,6 +13,9 @@ internal struct ReplyHeader
 
 /// <summary>
 /// The one way out of a connection: every reply goes through here, one message at a time.
+/// While the receive loop works through requests that had already arrived together, it corks the writer: small replies
+/// gather in one buffer and leave in one system call when the loop uncorks (before it waits for the client again), so
+/// a pipelining client gets a batch of replies per write instead of one write per reply.
 /// A reply whose data is small is copied behind its header so header and data leave in one write (one system call);
 /// a large one is written as header then data. A reply that must be streamed in pieces (a simple READ reply larger than
 /// one buffer) holds the lock across its pieces with <see cref="LockAsync"/>.
@@ -22,10 +25,25 @@ internal sealed class ReplyWriter : IDisposable
     /// <summary>Data up to this size is coalesced with its header.</summary>
     public const int CoalesceLimit = 32 * 1024;
 
+    /// <summary>Size of the cork buffer: replies beyond it go out as the buffer fills.</summary>
+    public const int CorkSize = 64 * 1024;
+
     private readonly Stream _stream;
     private readonly SemaphoreSlim _lock = new(1, 1);
+    // Set and cleared by the receive loop only; read under the lock. The buffer exists only while replies wait in it.
+    private volatile bool _corked;
+    private byte[]? _cork;
+    private int _corkLength;
 
-    public ReplyWriter(Stream stream) => _stream = stream;
+    // A plain TCP connection: header and a large data block leave in one sendmsg (gathered), not two writes.
+    private readonly System.Net.Sockets.Socket? _socket;
+    private readonly List<ArraySegment<byte>> _gather = new(2);
+
+    public ReplyWriter(Stream stream)
+    {
+        _stream = stream;
+        _socket = (stream as System.Net.Sockets.NetworkStream)?.Socket;
+    }
 
     public ValueTask SendSimpleAsync(ulong cookie, NbdError error, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
@@ -88,10 +106,73 @@ internal sealed class ReplyWriter : IDisposable
         }
     }
 
+    /// <summary>From now on small replies wait in the cork buffer (receive loop only).</summary>
+    public void Cork() => _corked = true;
+
+    /// <summary>Sends what waits in the cork buffer and stops corking (receive loop only, before it waits for the client).</summary>
+    public async ValueTask UncorkAsync(CancellationToken cancellationToken)
+    {
+        if (!_corked)
+        {
+            return;
+        }
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            _corked = false;
+            await FlushCorkLockedAsync(cancellationToken);
+        }
+        finally
+        {
+            _lock.Release();
+        }
+    }
+
+    private async ValueTask FlushCorkLockedAsync(CancellationToken cancellationToken)
+    {
+        if (_cork is not { } cork)
+        {
+            return;
+        }
+        var length = _corkLength;
+        _cork = null;
+        _corkLength = 0;
+        try
+        {
+            await _stream.WriteAsync(cork.AsMemory(0, length), cancellationToken);
+        }
+        finally
+        {
+            // Cleared (the part used): it held this client's data, and the pool serves everyone.
+            cork.AsSpan(0, length).Clear();
+            ArrayPool<byte>.Shared.Return(cork);
+        }
+    }
+
     /// <summary>Writes header and data; the caller holds the lock.</summary>
     public async ValueTask WriteLockedAsync(ReplyHeader header, int headerLength, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         var coalesce = data.Length <= CoalesceLimit;
+        if (_corked && coalesce)
+        {
+            var needed = headerLength + data.Length;
+            if (_cork is not null && _corkLength + needed > _cork.Length)
+            {
+                await FlushCorkLockedAsync(cancellationToken);
+            }
+            _cork ??= ArrayPool<byte>.Shared.Rent(CorkSize);
+            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_cork.AsSpan(_corkLength));
+            data.Span.CopyTo(_cork.AsSpan(_corkLength + headerLength));
+            _corkLength += needed;
+            return;
+        }
+        // Whatever waits in the cork buffer goes first: a reply written in parts must stay in one piece on the wire.
+        await FlushCorkLockedAsync(cancellationToken);
+        if (!coalesce && _socket is not null && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data, out var segment))
+        {
+            await SendGatheredAsync(header, headerLength, segment, cancellationToken);
+            return;
+        }
         var total = headerLength + (coalesce ? data.Length : 0);
         var scratch = ArrayPool<byte>.Shared.Rent(total);
         try
@@ -105,12 +186,44 @@ internal sealed class ReplyWriter : IDisposable
         }
         finally
         {
-            // Cleared: it held another client's data.
-            ArrayPool<byte>.Shared.Return(scratch, clearArray: coalesce && data.Length > 0);
+            // Cleared (the part used): it held this client's data, and the pool serves everyone.
+            if (coalesce && data.Length > 0)
+            {
+                scratch.AsSpan(0, total).Clear();
+            }
+            ArrayPool<byte>.Shared.Return(scratch);
         }
         if (!coalesce)
         {
             await _stream.WriteAsync(data, cancellationToken);
+        }
+    }
+
+    /// <summary>Header and data in one sendmsg; what the kernel did not take at once follows as plain writes.</summary>
+    private async ValueTask SendGatheredAsync(ReplyHeader header, int headerLength, ArraySegment<byte> data, CancellationToken cancellationToken)
+    {
+        var head = ArrayPool<byte>.Shared.Rent(headerLength);
+        try
+        {
+            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(head);
+            _gather.Clear();
+            _gather.Add(new ArraySegment<byte>(head, 0, headerLength));
+            _gather.Add(data);
+            var sent = await _socket!.SendAsync(_gather, System.Net.Sockets.SocketFlags.None).WaitAsync(cancellationToken);
+            _gather.Clear();
+            if (sent < headerLength)
+            {
+                await _stream.WriteAsync(head.AsMemory(sent, headerLength - sent), cancellationToken);
+                sent = headerLength;
+            }
+            if (sent - headerLength < data.Count)
+            {
+                await _stream.WriteAsync(data.AsMemory(sent - headerLength), cancellationToken);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(head);
         }
     }
 
@@ -121,12 +234,25 @@ internal sealed class ReplyWriter : IDisposable
         return new Releaser(_lock);
     }
 
-    public ValueTask WriteRawLockedAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => _stream.WriteAsync(data, cancellationToken);
+    public async ValueTask WriteRawLockedAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        await FlushCorkLockedAsync(cancellationToken);
+        await _stream.WriteAsync(data, cancellationToken);
+    }
 
     public readonly struct Releaser(SemaphoreSlim semaphore) : IDisposable
     {
         public void Dispose() => semaphore.Release();
     }
 
-    public void Dispose() => _lock.Dispose();
+    public void Dispose()
+    {
+        if (_cork is { } cork)
+        {
+            _cork = null;
+            cork.AsSpan(0, _corkLength).Clear();
+            ArrayPool<byte>.Shared.Return(cork);
+        }
+        _lock.Dispose();
+    }
 }

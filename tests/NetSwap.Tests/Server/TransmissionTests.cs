@@ -383,4 +383,70 @@ public class TransmissionTests
         });
         await Task.WhenAll(tasks);
     }
+
+    [Fact]
+    public async Task PipelinedBurst_IsAnsweredInAFewWrites_NotOnePerReply()
+    {
+        await using var server = await ServerHarness.StartAsync(("disk", 8L * 1024 * 1024, false));
+        var client = server.ConnectInMemory(out var serverTask, out var serverEnd);
+        await client.StartAsync();
+        await client.GoAsync("disk", structured: false);
+        var pattern = new byte[64 * 4096];
+        new Random(3).NextBytes(pattern);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 0, (uint)pattern.Length, payload: pattern)).Error);
+        var before = serverEnd.Writes;
+
+        // 64 reads sent in one write, as a pipelining client does.
+        const int count = 64;
+        var burst = new byte[count * NbdRequest.Size];
+        for (var i = 0; i < count; i++)
+        {
+            new NbdRequest(0, NbdCommand.Read, (ulong)(1000 + i), (ulong)(i * 4096), 4096).Write(burst.AsSpan(i * NbdRequest.Size));
+            client.ExpectRead((ulong)(1000 + i), 4096, (ulong)(i * 4096));
+        }
+        await client.WriteAsync(burst);
+        var seen = new HashSet<ulong>();
+        for (var i = 0; i < count; i++)
+        {
+            var reply = await client.ReadReplyAsync();
+            Assert.Equal(NbdError.None, reply.Error);
+            var index = (int)(reply.Cookie - 1000);
+            Assert.True(seen.Add(reply.Cookie));
+            Assert.Equal(pattern.AsSpan(index * 4096, 4096).ToArray(), reply.Data);
+        }
+        // One write per reply would be 64; the corked writer gathers the burst's replies (64 KiB at a time).
+        var writes = serverEnd.Writes - before;
+        Assert.InRange(writes, 1, 12);
+        await client.SendRequestAsync(NbdCommand.Disc, 0, 0);
+        await serverTask.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}
+
+/// <summary>The page-cache probe that decides whether a read may run on the receive loop, on a real disk file system.</summary>
+public class CacheProbeTests
+{
+    [Fact]
+    public void ARangeDroppedFromThePageCache_IsNotInMemory_UntilReadAgain()
+    {
+        // /var/tmp is on the disk here (ext4), not tmpfs: the page cache can really be emptied.
+        var path = Path.Combine("/var/tmp", $"netswap-probe-{Guid.NewGuid():N}");
+        try
+        {
+            File.WriteAllBytes(path, new byte[1 << 20]);
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+            Assert.Equal(0, NetSwap.Server.Exports.LinuxFile.DataSync(handle));
+            Assert.Equal(0, PosixFadvise(handle, 0, 0, 4 /* POSIX_FADV_DONTNEED */));
+            Assert.False(NetSwap.Server.Exports.LinuxFile.LikelyCached(handle, 512 * 1024, 4096));
+            var page = new byte[4096];
+            Assert.Equal(0, NetSwap.Server.Exports.LinuxFile.ReadExactly(handle, page, 512 * 1024));
+            Assert.True(NetSwap.Server.Exports.LinuxFile.LikelyCached(handle, 512 * 1024, 4096));
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise64")]
+    private static extern int PosixFadvise(Microsoft.Win32.SafeHandles.SafeFileHandle fd, long offset, long length, int advice);
 }

@@ -37,9 +37,18 @@ public sealed class DuplexPipeStream : Stream
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _input.ReadAsync(buffer, offset, count, cancellationToken);
     public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
     public override void SetLength(long value) => throw new NotSupportedException();
-    public override void Write(byte[] buffer, int offset, int count) => _output.Write(buffer, offset, count);
+    /// <summary>How many writes this end made (each would be one system call on a socket).</summary>
+    public int Writes => Volatile.Read(ref _writes);
+    private int _writes;
+
+    public override void Write(byte[] buffer, int offset, int count)
+    {
+        Interlocked.Increment(ref _writes);
+        _output.Write(buffer, offset, count);
+    }
     public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
     {
+        Interlocked.Increment(ref _writes);
         await _output.WriteAsync(buffer, cancellationToken);
         await _output.FlushAsync(cancellationToken);
     }

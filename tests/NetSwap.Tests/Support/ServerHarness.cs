@@ -137,9 +137,13 @@ public sealed class ServerHarness : IAsyncDisposable
     }
 
     /// <summary>A client connected through an in-memory duplex pipe: the same connection code, no socket.</summary>
-    public TestNbdClient ConnectInMemory(out Task serverTask)
+    public TestNbdClient ConnectInMemory(out Task serverTask) => ConnectInMemory(out serverTask, out _);
+
+    /// <summary>As above, with the server's end of the pipe, to count what the server writes.</summary>
+    public TestNbdClient ConnectInMemory(out Task serverTask, out DuplexPipeStream serverEnd)
     {
         var (client, server) = DuplexPipeStream.CreatePair();
+        serverEnd = server;
         serverTask = _server.Serve(server, "memory");
         return new TestNbdClient(client);
     }

@@ -143,6 +143,9 @@ public sealed class TestNbdClient : IAsyncDisposable
         return id;
     }
 
+    /// <summary>For READs sent as raw bytes: the length their simple replies carry.</summary>
+    public void ExpectRead(ulong cookie, uint length, ulong offset) => _reads[cookie] = (length, offset);
+
     /// <summary>Reads one complete reply (all chunks of a structured one), whichever request it answers.</summary>
     public async Task<TestReply> ReadReplyAsync()
     {
