@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """Connection-level figures of the performance issue, for one netswapd binary: time from exec to listening, time
-from TCP connect to the end of NBD_OPT_GO, and server memory per idle connection (1,000 by default).
+from TCP connect to the end of NBD_OPT_GO, server memory per idle connection (1,000 by default), and the server's
+resident memory and CPU time while it holds them idle for 10 s.
 Usage: bench/connections.py dist/netswapd [IDLE_CONNECTIONS]"""
 import os
 import resource
@@ -24,6 +25,13 @@ probe = socket.socket()
 probe.bind(("127.0.0.1", 0))
 port = probe.getsockname()[1]
 probe.close()
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time the process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss(pid):
@@ -81,6 +89,10 @@ before = rss(server.pid)
 idle = [go() for _ in range(idle_count)]
 time.sleep(1)
 after = rss(server.pid)
+# CPU while idle: the server holding every idle connection, nothing asked of it, for 10 s.
+cpu_start = cpu_seconds(server.pid)
+time.sleep(10)
+idle_cpu = cpu_seconds(server.pid) - cpu_start
 for s in idle:
     s.close()
 server.terminate()
@@ -88,3 +100,4 @@ server.wait()
 print(f"start to listening: {startup * 1000:.1f} ms")
 print(f"connect to end of NBD_OPT_GO: median {statistics.median(setup) * 1000:.3f} ms, p99 {sorted(setup)[int(len(setup) * 0.99) - 1] * 1000:.3f} ms")
 print(f"{idle_count} idle connections after GO: RSS {before >> 20} MiB -> {after >> 20} MiB, {(after - before) / idle_count / 1024:.1f} KiB each")
+print(f"idle with {idle_count} connections: RSS {after >> 20} MiB, CPU {idle_cpu * 1000:.0f} ms in 10 s ({idle_cpu / 10 * 100:.2f}% of one core)")
