@@ -29,8 +29,8 @@ namespace NetSwap.Client
                                                a request unanswered for --io-timeout counts the connection dead.
                                                --auto applies client.conf's SWAP and THRESHOLD (for boot scripts).
               detach [--device /dev/nbdN | --all]     swapoff, close dm-crypt, nbd-client -d, in that order.
-              keep --device /dev/nbdN --server ADDR:PORT --export NAME [--reconnect-for 2m] [--io-timeout 5s]
-                   [--ready-file PATH]         The resident reconnect keeper `attach` starts (not for direct use):
+              keep --device /dev/nbdN --server ADDR:PORT --export NAME [--reconnect-for 2m] [--ready-file PATH]
+                                               The resident reconnect keeper `attach` starts (not for direct use):
                                                locked in memory, logs to the kernel log.
               status [--json]                  The swap attached here: device, server, size, used, encrypted.
               server-status [--json] [--control-socket PATH]
@@ -197,8 +197,8 @@ namespace NetSwap.Client
                 "netlink" => Attach.NbdClientMode.Netlink,
                 var m => throw new UsageException($"--mode: '{m}' is not reconnect, netlink or persist"),
             };
-            var reconnectFor = options.Duration("--reconnect-for", TimeSpan.FromMinutes(2));
-            var ioTimeout = options.Duration("--io-timeout", TimeSpan.FromSeconds(5));
+            var reconnectFor = options.Duration("--reconnect-for", Attach.AttachRequest.DefaultReconnectFor);
+            var ioTimeout = options.Duration("--io-timeout", Attach.AttachRequest.DefaultIoTimeout);
             var timeout = options.Duration("--timeout", TimeSpan.FromSeconds(2));
             options.EnsureConsumed(maxPositional: 1);
             if (device != "auto" && !device.StartsWith("/dev/nbd", StringComparison.Ordinal))
@@ -443,17 +443,7 @@ namespace NetSwap.Client
                 : throw new UsageException($"option '{name}': '{text}' is not a size (examples: 512M, 1G)");
         }
 
-        public long Size(string name, long fallback)
-        {
-            var text = Value(name);
-            if (text is null)
-            {
-                return fallback;
-            }
-            return NetSwap.Protocol.Swap.SwapExportName.TryParseSize(text.Trim(), out var bytes) && bytes > 0
-                ? bytes
-                : throw new UsageException($"option '{name}': '{text}' is not a size (examples: 512M, 1G)");
-        }
+        public long Size(string name, long fallback) => OptionalSize(name) ?? fallback;
 
         public int Integer(string name, int fallback)
         {

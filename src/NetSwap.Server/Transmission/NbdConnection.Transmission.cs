@@ -188,7 +188,7 @@ internal sealed partial class NbdConnection
     /// <summary>
     /// Runs a request. It runs inline, on the receive loop, when it cannot wait for storage: the only request in flight
     /// (lowest latency at queue depth 1), a read of at most <see cref="InlineLimit"/> whose data is in memory, or a
-    /// write of at most that size without FUA (it lands in the page cache). Anything else — a read that would go to the
+    /// write without FUA (its payload, at most one chunk, is already read; it lands in the page cache). Anything else — a read that would go to the
     /// disk, flush, FUA, trim, zeroing — goes to the thread pool, so slow storage never stalls the receive loop. Inline
     /// requests of one burst reply into the corked <see cref="ReplyWriter"/>: no thread hand-off, one write per burst.
     /// </summary>
@@ -204,13 +204,14 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Requests up to this size may run on the receive loop (see <see cref="Dispatch"/>).</summary>
+    /// <summary>Reads up to this size may run on the receive loop (see <see cref="Dispatch"/>).</summary>
     private const int InlineLimit = 64 * 1024;
 
     private bool RunsInline(NbdRequest request) => request.Command switch
     {
         NbdCommand.Read => request.Length <= InlineLimit && _session.Backend.IsInMemory((long)request.Offset, (int)request.Length),
-        NbdCommand.Write => request.Length <= ChunkSize && (request.Flags & NbdCommandFlags.Fua) == 0,
+        // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop).
+        NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0,
         _ => false,
     };
 

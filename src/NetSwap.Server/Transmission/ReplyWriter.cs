@@ -38,6 +38,8 @@ internal sealed class ReplyWriter : IDisposable
     // A plain TCP connection: header and a large data block leave in one sendmsg (gathered), not two writes.
     private readonly System.Net.Sockets.Socket? _socket;
     private readonly List<ArraySegment<byte>> _gather = new(2);
+    // The gathered reply's header (used under the lock only).
+    private readonly byte[] _gatherHeader = new byte[32];
 
     public ReplyWriter(Stream stream)
     {
@@ -134,18 +136,25 @@ internal sealed class ReplyWriter : IDisposable
         {
             return;
         }
-        var length = _corkLength;
-        _cork = null;
-        _corkLength = 0;
         try
         {
-            await _stream.WriteAsync(cork.AsMemory(0, length), cancellationToken);
+            await _stream.WriteAsync(cork.AsMemory(0, _corkLength), cancellationToken);
         }
         finally
         {
-            // Cleared (the part used): it held this client's data, and the pool serves everyone.
-            cork.AsSpan(0, length).Clear();
+            ReleaseCork();
+        }
+    }
+
+    /// <summary>Gives the cork buffer back, cleared where used: it held this client's data, and the pool serves everyone.</summary>
+    private void ReleaseCork()
+    {
+        if (_cork is { } cork)
+        {
+            cork.AsSpan(0, _corkLength).Clear();
             ArrayPool<byte>.Shared.Return(cork);
+            _cork = null;
+            _corkLength = 0;
         }
     }
 
@@ -202,28 +211,20 @@ internal sealed class ReplyWriter : IDisposable
     /// <summary>Header and data in one sendmsg; what the kernel did not take at once follows as plain writes.</summary>
     private async ValueTask SendGatheredAsync(ReplyHeader header, int headerLength, ArraySegment<byte> data, CancellationToken cancellationToken)
     {
-        var head = ArrayPool<byte>.Shared.Rent(headerLength);
-        try
+        ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
+        _gather.Clear();
+        _gather.Add(new ArraySegment<byte>(_gatherHeader, 0, headerLength));
+        _gather.Add(data);
+        var sent = await _socket!.SendAsync(_gather, System.Net.Sockets.SocketFlags.None).WaitAsync(cancellationToken);
+        _gather.Clear();
+        if (sent < headerLength)
         {
-            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(head);
-            _gather.Clear();
-            _gather.Add(new ArraySegment<byte>(head, 0, headerLength));
-            _gather.Add(data);
-            var sent = await _socket!.SendAsync(_gather, System.Net.Sockets.SocketFlags.None).WaitAsync(cancellationToken);
-            _gather.Clear();
-            if (sent < headerLength)
-            {
-                await _stream.WriteAsync(head.AsMemory(sent, headerLength - sent), cancellationToken);
-                sent = headerLength;
-            }
-            if (sent - headerLength < data.Count)
-            {
-                await _stream.WriteAsync(data.AsMemory(sent - headerLength), cancellationToken);
-            }
+            await _stream.WriteAsync(_gatherHeader.AsMemory(sent, headerLength - sent), cancellationToken);
+            sent = headerLength;
         }
-        finally
+        if (sent - headerLength < data.Count)
         {
-            ArrayPool<byte>.Shared.Return(head);
+            await _stream.WriteAsync(data.AsMemory(sent - headerLength), cancellationToken);
         }
     }
 
@@ -247,12 +248,7 @@ internal sealed class ReplyWriter : IDisposable
 
     public void Dispose()
     {
-        if (_cork is { } cork)
-        {
-            _cork = null;
-            cork.AsSpan(0, _corkLength).Clear();
-            ArrayPool<byte>.Shared.Return(cork);
-        }
+        ReleaseCork();
         _lock.Dispose();
     }
 }

@@ -6,7 +6,7 @@ namespace NetSwap.Client.Attach;
 
 /// <summary>
 /// `netswap keep --device /dev/nbdN --server ADDR:PORT --export NAME`: the resident half of reconnect mode, started by
-/// `netswap attach`. It sets the device's time-outs, learns what the export is (size, flags, first block), locks
+/// `netswap attach`. It sets the device's dead-connection time-out, learns what the export is (size, flags, first block), locks
 /// itself in memory (it must run while swap is unreachable), says it is ready, and from then on logs to the kernel
 /// log (/dev/kmsg: the console, dmesg, the journal) with its standard streams on /dev/null.
 /// </summary>
@@ -18,8 +18,7 @@ internal static class KeepCommand
         var device = options.Value("--device") ?? throw new UsageException("keep needs --device /dev/nbdN");
         var serverText = options.Value("--server") ?? throw new UsageException("keep needs --server ADDRESS:PORT");
         var export = options.Value("--export") ?? throw new UsageException("keep needs --export NAME");
-        var reconnectFor = options.Duration("--reconnect-for", TimeSpan.FromMinutes(2));
-        var ioTimeout = options.Duration("--io-timeout", TimeSpan.FromSeconds(5));
+        var reconnectFor = options.Duration("--reconnect-for", AttachRequest.DefaultReconnectFor);
         var readyFile = options.Value("--ready-file");
         options.EnsureConsumed();
         var name = Path.GetFileName(device);
@@ -32,7 +31,8 @@ internal static class KeepCommand
         // Its own session: a hang-up of whatever started it must not end it.
         Libc.SetSid();
         using var netlink = NbdNetlink.Open();
-        netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds, timeoutSeconds: (ulong)ioTimeout.TotalSeconds);
+        // The request time-out is nbd-client's (-timeout); the dead-connection time-out only netlink can set.
+        netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds);
         var firstBlock = ReadFirstBlock(device);
         var (size, flags) = await DescribeAsync(server, export);
         var deviceSize = DeviceSize(name);

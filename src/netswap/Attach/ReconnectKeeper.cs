@@ -47,7 +47,7 @@ internal sealed class AreaLostException(string message) : Exception(message);
 internal sealed class ReconnectKeeper(KeptExport export, IKernelLink kernel, Action<int, string> log)
 {
     /// <summary>How long to keep trying after a connection died (matches the kernel's dead-connection time-out).</summary>
-    public TimeSpan ReconnectFor { get; init; } = TimeSpan.FromMinutes(2);
+    public TimeSpan ReconnectFor { get; init; } = AttachRequest.DefaultReconnectFor;
     public TimeSpan RetryInterval { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How often, with no event, the keeper looks whether the device is still connected.</summary>

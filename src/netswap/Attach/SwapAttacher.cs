@@ -15,9 +15,9 @@ internal enum NbdClientMode
     /// </summary>
     Reconnect,
     /// <summary>
-    /// nbd-client 3.24's ioctl mode with -persist. Kept for comparison: with Linux 6.1 a broken connection ends the
-    /// device (the ioctl returns without an error and nbd-client exits instead of reconnecting; requests in flight
-    /// fail), so it survives only cuts shorter than the time-outs.
+    /// nbd-client 3.24's ioctl mode with -persist. Kept for comparison: in ioctl mode the kernel has no
+    /// dead-connection time-out, so requests fail as soon as the connection dies, and in the guest test nbd-client
+    /// never reconnected; it survives only cuts shorter than the time-outs.
     /// </summary>
     Persist,
     /// <summary>netlink mode without a keeper: nbd-client configures the device and exits; a cut shorter than the TCP
@@ -27,10 +27,14 @@ internal enum NbdClientMode
 
 internal sealed record AttachRequest(IPEndPoint Server, string Device, long? Size, string Token, bool Encrypt, int? Priority, NbdClientMode Mode)
 {
+    public static readonly TimeSpan DefaultReconnectFor = TimeSpan.FromMinutes(2);
+    public static readonly TimeSpan DefaultIoTimeout = TimeSpan.FromSeconds(5);
+
     /// <summary>How long requests wait for a new connection after one died (reconnect mode).</summary>
-    public TimeSpan ReconnectFor { get; init; } = TimeSpan.FromMinutes(2);
-    /// <summary>The kernel's time-out for one request before it counts the connection dead (reconnect mode).</summary>
-    public TimeSpan IoTimeout { get; init; } = TimeSpan.FromSeconds(5);
+    public TimeSpan ReconnectFor { get; init; } = DefaultReconnectFor;
+    /// <summary>The kernel's time-out for one request before it counts the connection dead (reconnect mode): nbd-client's
+    /// -timeout, which the kernel keeps for the sockets the keeper hands over later.</summary>
+    public TimeSpan IoTimeout { get; init; } = DefaultIoTimeout;
 }
 
 /// <summary>What `netswap attach` set up, kept in /run/netswap so that detach and status find it.</summary>
@@ -144,12 +148,12 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         string[] arguments =
         [
             "keep", "--device", device, "--server", request.Server.ToString(), "--export", export,
-            "--reconnect-for", Seconds(request.ReconnectFor) + "s", "--io-timeout", Seconds(request.IoTimeout) + "s", "--ready-file", ready,
+            "--reconnect-for", Seconds(request.ReconnectFor) + "s", "--ready-file", ready,
         ];
         var (pid, failure) = await runner.StartResidentAsync(KeeperCommand, arguments, ready, TimeSpan.FromSeconds(15), cancellationToken);
         if (failure is not null)
         {
-            throw new AttachException($"cannot start the reconnect keeper: `{KeeperCommand} {string.Join(' ', arguments)}` exited {failure.ExitCode}{(failure.Output.Length > 0 ? ":\n" + failure.Output : "")}");
+            throw Failed("start the reconnect keeper", KeeperCommand, arguments, failure);
         }
         log.WriteLine($"netswap: reconnect keeper for {device} running (pid {pid}): a broken connection is replaced within {Seconds(request.ReconnectFor)} s");
         return pid;
@@ -186,9 +190,12 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         var result = await runner.RunAsync(command, arguments, cancellationToken);
         if (!result.Succeeded)
         {
-            throw new AttachException($"cannot {what}: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}{(result.Output.Length > 0 ? ":\n" + result.Output : "")}");
+            throw Failed(what, command, arguments, result);
         }
     }
+
+    private static AttachException Failed(string what, string command, string[] arguments, CommandResult result) =>
+        new($"cannot {what}: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}{(result.Output.Length > 0 ? ":\n" + result.Output : "")}");
 
     /// <summary>The first /dev/nbdN the kernel has not connected (no pid, size 0); loads the nbd module if there is none.</summary>
     public async Task<string> FindFreeDeviceAsync(CancellationToken cancellationToken)

@@ -19,8 +19,7 @@ internal sealed unsafe class KernelSocket : Stream
     /// <summary>Connects within <paramref name="timeout"/> (connect(2) honours the send time-out).</summary>
     public static KernelSocket Connect(IPEndPoint server, TimeSpan timeout)
     {
-        var v6 = server.AddressFamily == AddressFamily.InterNetworkV6;
-        var fd = Libc.Socket(v6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
+        var fd = Libc.Socket(server.AddressFamily == AddressFamily.InterNetworkV6 ? Libc.AF_INET6 : Libc.AF_INET, Libc.SOCK_STREAM | Libc.SOCK_CLOEXEC, 0);
         if (fd < 0)
         {
             throw new SocketException(Libc.LastError);
@@ -31,11 +30,14 @@ internal sealed unsafe class KernelSocket : Stream
             Libc.SetTimeouts(fd, timeout);
             Libc.SetInt(fd, Libc.IPPROTO_TCP, Libc.TCP_NODELAY, 1);
             Libc.SetInt(fd, Libc.SOL_SOCKET, Libc.SO_KEEPALIVE, 1);
-            var address = stackalloc byte[28];
-            var length = WriteAddress(server, new Span<byte>(address, 28));
-            if (Libc.Connect(fd, address, length) != 0)
+            // .NET's SocketAddress holds the native struct sockaddr_in / sockaddr_in6 on Linux.
+            var address = server.Serialize();
+            fixed (byte* native = address.Buffer.Span)
             {
-                throw new SocketException(Libc.LastError);
+                if (Libc.Connect(fd, native, address.Size) != 0)
+                {
+                    throw new SocketException(Libc.LastError);
+                }
             }
             return socket;
         }
@@ -44,23 +46,6 @@ internal sealed unsafe class KernelSocket : Stream
             socket.Dispose();
             throw;
         }
-    }
-
-    /// <summary>struct sockaddr_in or sockaddr_in6 for the end point; returns its length.</summary>
-    internal static int WriteAddress(IPEndPoint endPoint, Span<byte> destination)
-    {
-        destination.Clear();
-        var v6 = endPoint.AddressFamily == AddressFamily.InterNetworkV6;
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt16LittleEndian(destination, (ushort)(v6 ? Libc.AF_INET6 : Libc.AF_INET));
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(destination[2..], (ushort)endPoint.Port);
-        if (v6)
-        {
-            endPoint.Address.TryWriteBytes(destination[8..24], out _);
-            System.Buffers.Binary.BinaryPrimitives.WriteUInt32LittleEndian(destination[24..], (uint)endPoint.Address.ScopeId);
-            return 28;
-        }
-        endPoint.Address.TryWriteBytes(destination[4..8], out _);
-        return 16;
     }
 
     /// <summary>Clears the time-outs: from here on the kernel owns the connection's pace.</summary>

@@ -154,11 +154,11 @@ internal sealed unsafe class NbdNetlink : IDisposable
     }
 
     /// <summary>NBD_CMD_RECONFIGURE of /dev/nbd<paramref name="index"/>; throws with the kernel's errno when refused.</summary>
-    public void Reconfigure(uint index, ulong? deadConnectionSeconds = null, ulong? timeoutSeconds = null, int? socket = null)
+    public void Reconfigure(uint index, ulong? deadConnectionSeconds = null, int? socket = null)
     {
         var buffer = new byte[256];
         var sequence = ++_sequence;
-        var length = NetlinkMessages.Reconfigure(buffer, _family, sequence, index, deadConnectionSeconds, timeoutSeconds, socket);
+        var length = NetlinkMessages.Reconfigure(buffer, _family, sequence, index, deadConnectionSeconds, timeoutSeconds: null, socket);
         SendAll(_requests, buffer.AsSpan(0, length));
         var answer = new byte[8192];
         var deadline = Environment.TickCount64 + 5000;

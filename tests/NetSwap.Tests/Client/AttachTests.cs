@@ -87,7 +87,7 @@ public sealed class AttachTests : IDisposable
     private SystemPaths Paths => new(Path.Combine(_root, "sys", "block"), Path.Combine(_root, "dev"), Path.Combine(_root, "run"), Path.Combine(_root, "swaps"), Path.Combine(_root, "keepers"));
 
     private string Keep(string dev) =>
-        $"netswap keep --device {dev} --server 10.0.5.1:9572 --export swap/pc07:256M --reconnect-for 120s --io-timeout 5s --ready-file {Path.Combine(_root, "keepers", "nbd2.pid")}";
+        $"netswap keep --device {dev} --server 10.0.5.1:9572 --export swap/pc07:256M --reconnect-for 120s --ready-file {Path.Combine(_root, "keepers", "nbd2.pid")}";
 
     /// <summary>nbd0 is busy (pid), nbd1 is connected (size), nbd2 is free; /dev/nbd2 holds a page with or without a header.</summary>
     private void Devices(bool header)
