@@ -23,6 +23,17 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>Whether reading the range now would not wait for storage (it is in memory). False when unknown.</summary>
     public virtual bool IsInMemory(long offset, int length) => false;
 
+    /// <summary>
+    /// A file whose bytes at the export's offsets are the export's data, so a read can be sent straight from it
+    /// (sendfile); null when there is none. A read sent this way is reported with <see cref="OnDirectRead"/>.
+    /// </summary>
+    public virtual System.Runtime.InteropServices.SafeHandle? DirectFile => null;
+
+    /// <summary>A read of <paramref name="length"/> bytes was sent from <see cref="DirectFile"/>.</summary>
+    public virtual void OnDirectRead(int length)
+    {
+    }
+
     /// <summary>For structured reads: where data starts at or after offset (limit if none before it). False: unknown, treat as data.</summary>
     public abstract bool TryFindData(long offset, long limit, out long dataStart);
 

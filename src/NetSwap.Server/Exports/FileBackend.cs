@@ -47,6 +47,8 @@ internal class FileBackend : BlockBackend
 
     public override int Read(long offset, Span<byte> destination) => LinuxFile.ReadExactly(_handle, destination, offset);
 
+    public override System.Runtime.InteropServices.SafeHandle? DirectFile => _handle;
+
     public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
     {
         var errno = LinuxFile.WriteExactly(_handle, data, offset);

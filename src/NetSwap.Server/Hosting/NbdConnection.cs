@@ -12,12 +12,14 @@ namespace NetSwap.Server.Hosting;
 /// One client, from accept to close, over any duplex stream (TCP, TLS, inetd stdin, an in-memory pipe).
 /// The handshake is in NbdConnection.Handshake.cs, the transmission phase in NbdConnection.Transmission.cs.
 /// </summary>
-internal sealed partial class NbdConnection : IAsyncDisposable
+internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
 {
     private readonly NbdServerContext _context;
     private readonly ILogger _logger;
     // Replaced once, by the TLS stream, when the client sends NBD_OPT_STARTTLS (before any request is in flight).
     private Stream _stream;
+    // The socket under _stream (under TLS too) when it is served by our event loops; null for other streams.
+    private readonly ReactorStream? _transport;
     private NbdStreamReader _reader;
     private ReplyWriter _writer;
     // Cancelled to cut the connection: shutdown timeout, a failed write, a fatal read error.
@@ -32,6 +34,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         _context = context;
         _logger = context.Logger;
         _stream = stream;
+        _transport = stream as ReactorStream;
         _reader = new NbdStreamReader(stream);
         _writer = new ReplyWriter(stream);
         Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress, address);
@@ -78,6 +81,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable
         {
             await _abort.CancelAsync();
             await WhenIdleAsync();
+            ReleaseSpare();
             backend?.Release(_cleanDisconnect);
             LeaveExport();
             await _stream.DisposeAsync();

@@ -115,7 +115,8 @@ internal sealed class NbdServer : IAsyncDisposable
         try
         {
             SocketSetup.TuneAccepted(socket, _context.Options.Tcp);
-            stream = new NetworkStream(socket, ownsSocket: true);
+            // Our own event loops where they run (Linux x86-64), .NET's socket engine elsewhere.
+            stream = (Stream?)ReactorStream.TryCreate(socket) ?? new NetworkStream(socket, ownsSocket: true);
         }
         catch (Exception e) when (e is SocketException or IOException)
         {

@@ -35,16 +35,15 @@ internal sealed class ReplyWriter : IDisposable
     private byte[]? _cork;
     private int _corkLength;
 
-    // A plain TCP connection: header and a large data block leave in one sendmsg (gathered), not two writes.
-    private readonly System.Net.Sockets.Socket? _socket;
-    private readonly List<ArraySegment<byte>> _gather = new(2);
+    // A plain socket connection: header and a large data block leave in one sendmsg (gathered), not two writes.
+    private readonly Transport.ReactorStream? _socket;
     // The gathered reply's header (used under the lock only).
     private readonly byte[] _gatherHeader = new byte[32];
 
     public ReplyWriter(Stream stream)
     {
         _stream = stream;
-        _socket = (stream as System.Net.Sockets.NetworkStream)?.Socket;
+        _socket = stream as Transport.ReactorStream;
     }
 
     public ValueTask SendSimpleAsync(ulong cookie, NbdError error, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -82,6 +81,40 @@ internal sealed class ReplyWriter : IDisposable
         var header = default(ReplyHeader);
         new NbdStructuredReplyHeader(NbdReplyFlags.Done, NbdReplyType.None, cookie, 0).Write(header);
         return SendAsync(header, NbdStructuredReplyHeader.Size, default, cancellationToken);
+    }
+
+    /// <summary>Whether replies can carry data straight from a file (a plain socket served by an event loop).</summary>
+    public bool CanSendFile => _socket is not null;
+
+    /// <summary>A simple reply whose data is <paramref name="count"/> bytes of <paramref name="file"/> (see <see cref="CanSendFile"/>).</summary>
+    public ValueTask SendSimpleFromFileAsync(ulong cookie, System.Runtime.InteropServices.SafeHandle file, long offset, int count, CancellationToken cancellationToken)
+    {
+        var header = default(ReplyHeader);
+        new NbdSimpleReply(NbdError.None, cookie).Write(header);
+        return SendFromFileAsync(header, NbdSimpleReply.Size, file, offset, count, cancellationToken);
+    }
+
+    /// <summary>An OFFSET_DATA chunk whose data is read from <paramref name="file"/> at the same offset.</summary>
+    public ValueTask SendOffsetDataFromFileAsync(ulong cookie, System.Runtime.InteropServices.SafeHandle file, long offset, int count, bool done, CancellationToken cancellationToken)
+    {
+        var header = default(ReplyHeader);
+        var length = WriteOffsetDataHeader(header, cookie, (ulong)offset, count, done);
+        return SendFromFileAsync(header, length, file, offset, count, cancellationToken);
+    }
+
+    private async ValueTask SendFromFileAsync(ReplyHeader header, int headerLength, System.Runtime.InteropServices.SafeHandle file, long offset, int count, CancellationToken cancellationToken)
+    {
+        await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            await FlushCorkLockedAsync(cancellationToken);
+            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
+            await _socket!.SendFileAsync(_gatherHeader.AsMemory(0, headerLength), file, offset, count, cancellationToken);
+        }
+        finally
+        {
+            _lock.Release();
+        }
     }
 
     /// <summary>A final NBD_REPLY_TYPE_ERROR chunk carrying a message for the human at the client.</summary>
@@ -177,9 +210,10 @@ internal sealed class ReplyWriter : IDisposable
         }
         // Whatever waits in the cork buffer goes first: a reply written in parts must stay in one piece on the wire.
         await FlushCorkLockedAsync(cancellationToken);
-        if (!coalesce && _socket is not null && System.Runtime.InteropServices.MemoryMarshal.TryGetArray(data, out var segment))
+        if (!coalesce && _socket is not null)
         {
-            await SendGatheredAsync(header, headerLength, segment, cancellationToken);
+            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
+            await _socket.WriteGatheredAsync(_gatherHeader.AsMemory(0, headerLength), data, cancellationToken);
             return;
         }
         var total = headerLength + (coalesce ? data.Length : 0);
@@ -205,26 +239,6 @@ internal sealed class ReplyWriter : IDisposable
         if (!coalesce)
         {
             await _stream.WriteAsync(data, cancellationToken);
-        }
-    }
-
-    /// <summary>Header and data in one sendmsg; what the kernel did not take at once follows as plain writes.</summary>
-    private async ValueTask SendGatheredAsync(ReplyHeader header, int headerLength, ArraySegment<byte> data, CancellationToken cancellationToken)
-    {
-        ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
-        _gather.Clear();
-        _gather.Add(new ArraySegment<byte>(_gatherHeader, 0, headerLength));
-        _gather.Add(data);
-        var sent = await _socket!.SendAsync(_gather, System.Net.Sockets.SocketFlags.None).WaitAsync(cancellationToken);
-        _gather.Clear();
-        if (sent < headerLength)
-        {
-            await _stream.WriteAsync(_gatherHeader.AsMemory(sent, headerLength - sent), cancellationToken);
-            sent = headerLength;
-        }
-        if (sent - headerLength < data.Count)
-        {
-            await _stream.WriteAsync(data.AsMemory(sent - headerLength), cancellationToken);
         }
     }
 

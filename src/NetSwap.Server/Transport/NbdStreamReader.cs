@@ -17,6 +17,8 @@ internal sealed class NbdStreamReader : IDisposable
     private byte[]? _buffer;
     private int _start;
     private int _end;
+    // How far into _buffer bytes were ever received since it was rented: the part to clear when it goes back.
+    private int _used;
 
     public NbdStreamReader(Stream stream) => _stream = stream;
 
@@ -105,6 +107,38 @@ internal sealed class NbdStreamReader : IDisposable
         }
     }
 
+    /// <summary>
+    /// Takes what the client has sent by now without waiting (a plain socket only): true if bytes were added (false
+    /// also at the end of the stream, which the next read reports). The receive loop asks this before it sends the replies it gathered, so
+    /// requests that arrived while it worked join the same batch.
+    /// </summary>
+    public bool TryFillWithoutWaiting()
+    {
+        if (_stream is not ReactorStream socket)
+        {
+            return false;
+        }
+        _buffer ??= ArrayPool<byte>.Shared.Rent(BufferSize);
+        if (_start > 0)
+        {
+            _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
+            _end -= _start;
+            _start = 0;
+        }
+        var n = _end < _buffer.Length ? socket.TryReadNow(_buffer.AsSpan(_end)) : 0;
+        if (n > 0)
+        {
+            _end += n;
+            _used = Math.Max(_used, _end);
+            return true;
+        }
+        if (_end == _start)
+        {
+            ReleaseBuffer();
+        }
+        return false;
+    }
+
     /// <summary>Reads until at least <paramref name="minimum"/> bytes are buffered; false on end of stream.</summary>
     private async ValueTask<bool> FillAsync(int minimum, CancellationToken cancellationToken)
     {
@@ -136,6 +170,7 @@ internal sealed class NbdStreamReader : IDisposable
                 return false;
             }
             _end += n;
+            _used = Math.Max(_used, _end);
         }
         return true;
     }
@@ -144,11 +179,12 @@ internal sealed class NbdStreamReader : IDisposable
     {
         if (_buffer is not null)
         {
-            // Cleared: these bytes were another request's data.
-            ArrayPool<byte>.Shared.Return(_buffer, clearArray: true);
+            // Cleared (the part ever filled): these bytes were another request's data.
+            _buffer.AsSpan(0, _used).Clear();
+            ArrayPool<byte>.Shared.Return(_buffer);
             _buffer = null;
         }
-        _start = _end = 0;
+        _start = _end = _used = 0;
     }
 
     public void Dispose() => ReleaseBuffer();

@@ -307,6 +307,59 @@ public class TransmissionTests
         Assert.Equal(0, connection.HeldBufferBytes);
     }
 
+    [Theory]
+    [InlineData(false, NbdCommandFlags.None)]
+    [InlineData(true, NbdCommandFlags.None)]
+    [InlineData(true, NbdCommandFlags.DontFragment)]
+    public async Task LargeReadSentFromTheFile_HasTheSameChunksAsABufferedOne(bool structured, NbdCommandFlags flags)
+    {
+        // Reads of 32 KiB and more over a plain socket go out by sendfile; a range that starts in a hole must still
+        // come as a hole chunk then a data chunk (one data chunk with DF), with the right bytes.
+        var (server, client) = await OpenAsync(structured);
+        await using var _ = server;
+        await using var __ = client;
+        var data = Pattern(96 * 1024, 21);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 1 << 20 | 32 * 1024, (uint)data.Length, payload: data)).Error);
+        var read = await client.RequestAsync(NbdCommand.Read, 1 << 20, 128 * 1024, flags);
+        Assert.Equal(NbdError.None, read.Error);
+        Assert.True(read.Data.AsSpan(0, 32 * 1024).IndexOfAnyExcept((byte)0) < 0);
+        Assert.True(data.AsSpan().SequenceEqual(read.Data.AsSpan(32 * 1024)));
+        if (structured)
+        {
+            var split = flags == NbdCommandFlags.None;
+            Assert.Equal(split ? 2 : 1, read.Chunks);
+            Assert.Equal(split ? 1 : 0, read.HoleChunks);
+        }
+        // All hole: one hole chunk.
+        var hole = await client.RequestAsync(NbdCommand.Read, 4 << 20, 128 * 1024, flags);
+        Assert.Equal(new byte[128 * 1024], hole.Data);
+        if (structured)
+        {
+            Assert.Equal(1, hole.HoleChunks);
+        }
+    }
+
+    [Fact]
+    public async Task LargeRead_OfAFileThatShrankUnderTheExport_IsZerosPastItsEnd()
+    {
+        var (server, client) = await OpenAsync(structured: false);
+        await using var _ = server;
+        await using var __ = client;
+        var data = Pattern(256 * 1024, 22);
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data)).Error);
+        // Someone truncates the image behind the server's back, half-way through the range.
+        using (var file = File.OpenHandle(server.PathOf("disk"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        {
+            RandomAccess.SetLength(file, 128 * 1024);
+        }
+        var read = await client.RequestAsync(NbdCommand.Read, 64 * 1024, 128 * 1024);
+        Assert.Equal(NbdError.None, read.Error);
+        Assert.True(data.AsSpan(64 * 1024, 64 * 1024).SequenceEqual(read.Data.AsSpan(0, 64 * 1024)));
+        Assert.True(read.Data.AsSpan(64 * 1024).IndexOfAnyExcept((byte)0) < 0);
+        // The connection goes on.
+        Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, 0, 4096)).Error);
+    }
+
     [Fact]
     public async Task Disc_FinishesOutstandingRequestsBeforeClosing()
     {

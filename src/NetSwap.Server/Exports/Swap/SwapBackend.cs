@@ -28,6 +28,8 @@ internal sealed class SwapBackend : FileBackend
         return errno;
     }
 
+    public override void OnDirectRead(int length) => Interlocked.Add(ref _area.BytesRead, length);
+
     public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
     {
         var errno = base.Write(offset, data, fua);

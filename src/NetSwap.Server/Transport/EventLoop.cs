@@ -1,0 +1,230 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace NetSwap.Server.Transport;
+
+/// <summary>
+/// One epoll instance and the thread that waits on it. A socket's readiness runs its waiting reader or writer right on
+/// this thread (during the transmission phase, see <see cref="ReactorStream.InlineCompletions"/>), so a request goes
+/// from the kernel's wake-up to its reply without passing through the thread pool (nbdkit's threads block in recv for the
+/// same reason). After a burst of events the thread keeps polling for a short while (<see cref="SpinTime"/>) before it
+/// sleeps: a client at queue depth 1 sends its next request within microseconds of a reply, and a thread that has gone to
+/// sleep (a halted virtual CPU, here) takes longer than that to wake.
+/// Sockets are registered edge-triggered, once, for both directions (as .NET's own engine does); the streams keep an
+/// event sequence number so that an edge between a failed attempt and the wait is never lost.
+/// </summary>
+internal sealed unsafe class EventLoop
+{
+    private const int MaxEvents = 256;
+
+    /// <summary>How long the loop polls after its last event before it sleeps in epoll_wait.</summary>
+    public static readonly TimeSpan SpinTime = TimeSpan.FromMicroseconds(50);
+
+    private readonly int _epoll;
+    private readonly long _spinTicks;
+    private readonly Lock _gate = new();
+    // Registered streams by slot; the key handed out is generation << 32 | slot, so an event that arrives for a slot after
+    // it was freed and given to another socket reaches no one (a spurious wake-up at worst, which readers tolerate).
+    private Entry[] _entries = new Entry[64];
+    private readonly Stack<int> _free = new();
+    private int _used;
+    // Work to do when the loop is about to sleep (under _gate): connections giving back buffers kept while busy.
+    private List<IIdleWork> _idleWork = [];
+    private List<IIdleWork> _idleRunning = [];
+    private volatile bool _hasIdleWork;
+
+    [ThreadStatic]
+    private static EventLoop? t_current;
+
+    /// <summary>Whether the calling thread is this loop's thread.</summary>
+    public bool IsCurrentThread => t_current == this;
+
+    /// <summary>
+    /// Has <paramref name="work"/> run on this loop's thread the next time it has nothing to do and is about to sleep
+    /// (call it from the loop's thread; queue each piece of work once until it has run).
+    /// </summary>
+    public void WhenIdle(IIdleWork work)
+    {
+        lock (_gate)
+        {
+            _idleWork.Add(work);
+        }
+        _hasIdleWork = true;
+    }
+
+    private void RunIdleWork()
+    {
+        _hasIdleWork = false;
+        lock (_gate)
+        {
+            (_idleWork, _idleRunning) = (_idleRunning, _idleWork);
+        }
+        foreach (var work in _idleRunning)
+        {
+            try
+            {
+                work.OnLoopIdle();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+            }
+        }
+        _idleRunning.Clear();
+    }
+
+    private struct Entry
+    {
+        public ReactorStream? Target;
+        public uint Generation;
+    }
+
+    public EventLoop(int index, TimeSpan spin)
+    {
+        _epoll = SocketCalls.EpollCreate();
+        if (_epoll < 0)
+        {
+            throw new IOException($"epoll_create1 failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+        }
+        _spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
+        var thread = new Thread(Run, maxStackSize: 256 * 1024) { IsBackground = true, Name = $"netswap-io-{index}" };
+        thread.UnsafeStart();
+    }
+
+    /// <summary>Adds a socket; its events go to <paramref name="target"/> until <see cref="Unregister"/>.</summary>
+    public ulong Register(ReactorStream target, SafeHandle socket)
+    {
+        int slot;
+        uint generation;
+        lock (_gate)
+        {
+            slot = _free.Count > 0 ? _free.Pop() : _used++;
+            if (slot == _entries.Length)
+            {
+                var larger = new Entry[_entries.Length * 2];
+                _entries.CopyTo(larger, 0);
+                _entries = larger;
+            }
+            generation = ++_entries[slot].Generation;
+            _entries[slot].Target = target;
+        }
+        var key = (ulong)generation << 32 | (uint)slot;
+        var ev = new SocketCalls.EpollEvent
+        {
+            Events = SocketCalls.EpollIn | SocketCalls.EpollOut | SocketCalls.EpollRdHup | SocketCalls.EpollEt,
+            Data = key,
+        };
+        if (SocketCalls.EpollCtl(_epoll, SocketCalls.EpollCtlAdd, socket, &ev) < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            Free(key);
+            throw new IOException($"epoll_ctl(ADD) failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
+        return key;
+    }
+
+    /// <summary>Removes a socket (before it is closed). Events already collected for it are dropped by the key check.</summary>
+    public void Unregister(ulong key, SafeHandle socket)
+    {
+        if (!socket.IsClosed)
+        {
+            SocketCalls.EpollCtl(_epoll, SocketCalls.EpollCtlDel, socket, null);
+        }
+        Free(key);
+    }
+
+    private void Free(ulong key)
+    {
+        var slot = (int)(uint)key;
+        lock (_gate)
+        {
+            if (_entries[slot].Generation == (uint)(key >> 32) && _entries[slot].Target is not null)
+            {
+                _entries[slot].Target = null;
+                _free.Push(slot);
+            }
+        }
+    }
+
+    private void Run()
+    {
+        var events = (SocketCalls.EpollEvent*)NativeMemory.Alloc(MaxEvents, (nuint)sizeof(SocketCalls.EpollEvent));
+        var lastBusy = 0L;
+        t_current = this;
+        while (true)
+        {
+            var spinning = _spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks;
+            if (!spinning && _hasIdleWork)
+            {
+                RunIdleWork();
+            }
+            var n = SocketCalls.EpollWait(_epoll, events, MaxEvents, spinning ? 0 : -1);
+            if (n <= 0)
+            {
+                if (n < 0 && Marshal.GetLastPInvokeError() != SocketCalls.EINTR)
+                {
+                    Environment.FailFast($"epoll_wait failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
+                }
+                if (n == 0)
+                {
+                    // Polling: let the client (often on this very core) run meanwhile.
+                    Thread.Yield();
+                }
+                continue;
+            }
+            var entries = Volatile.Read(ref _entries);
+            for (var i = 0; i < n; i++)
+            {
+                var key = events[i].Data;
+                var slot = (int)(uint)key;
+                if (slot >= entries.Length)
+                {
+                    entries = Volatile.Read(ref _entries);
+                }
+                var entry = entries[slot];
+                if (entry.Target is { } target && entry.Generation == (uint)(key >> 32))
+                {
+                    try
+                    {
+                        target.OnEvents(events[i].Events);
+                    }
+                    catch (Exception e)
+                    {
+                        // Continuations catch their own exceptions; reaching here is a bug. The loop serves other
+                        // clients too, so it must go on: report it where an administrator looks (stderr, the journal).
+                        Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+                    }
+                }
+            }
+            lastBusy = Stopwatch.GetTimestamp();
+        }
+    }
+}
+
+/// <summary>Work an <see cref="EventLoop"/> runs when it has nothing else to do.</summary>
+internal interface IIdleWork
+{
+    void OnLoopIdle();
+}
+
+/// <summary>The event loops of the process, one per core, created on first use; sockets are spread over them in turn.</summary>
+internal static class Reactor
+{
+    private static EventLoop[]? s_loops;
+    private static int s_next;
+    private static readonly Lock s_gate = new();
+
+    public static EventLoop Next()
+    {
+        var loops = Volatile.Read(ref s_loops);
+        if (loops is null)
+        {
+            lock (s_gate)
+            {
+                loops = s_loops ??= Enumerable.Range(0, Math.Clamp(Environment.ProcessorCount, 1, 16))
+                    .Select(i => new EventLoop(i, EventLoop.SpinTime)).ToArray();
+            }
+        }
+        return loops[(int)((uint)Interlocked.Increment(ref s_next) % (uint)loops.Length)];
+    }
+}
