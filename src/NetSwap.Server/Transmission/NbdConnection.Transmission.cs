@@ -65,6 +65,9 @@ internal sealed partial class NbdConnection
         var header = new byte[NbdRequest.Size];
         var size = (ulong)session.Backend.Size;
         var clean = false;
+        // Requests handled since the last look at whether the socket made us wait (fairness on a shared event loop).
+        var turn = 0;
+        var waits = 0;
         try
         {
             while (true)
@@ -72,6 +75,17 @@ internal sealed partial class NbdConnection
                 // Replies of requests run inline gather in the writer while the loop works, and leave in one write
                 // when it has nothing more to do: before it waits for the client, it takes whatever the client sent in
                 // the meantime (a plain socket, without waiting), so a pipelining client gets its replies in batches.
+                if (_transport is { } transport && ++turn >= RequestsPerTurn)
+                {
+                    turn = 0;
+                    if (transport.Waits == waits && transport.Loop.IsCurrentThread)
+                    {
+                        // This client kept its socket full for a whole turn: let the loop's other clients have theirs.
+                        await _writer.UncorkAsync(abort);
+                        await transport.Loop.Yield();
+                    }
+                    waits = transport.Waits;
+                }
                 _writer.Cork();
                 while (_reader.Buffered < NbdRequest.Size)
                 {
@@ -218,6 +232,9 @@ internal sealed partial class NbdConnection
             ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ExecuteAsync(state.Request, state.Payload), (Connection: this, Request: request, Payload: payload), preferLocal: false);
         }
     }
+
+    /// <summary>Requests a receive loop handles on an event loop before it gives way, if its socket never ran dry.</summary>
+    private const int RequestsPerTurn = 32;
 
     /// <summary>Reads up to this size may run on the receive loop (see <see cref="Dispatch"/>).</summary>
     private const int InlineLimit = 64 * 1024;

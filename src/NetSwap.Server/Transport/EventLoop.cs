@@ -33,8 +33,48 @@ internal sealed unsafe class EventLoop
     private List<IIdleWork> _idleRunning = [];
     private volatile bool _hasIdleWork;
 
+    // Continuations that gave way to other sockets (Yield), run after the current batch of events (loop thread only).
+    private List<Action> _ready = [];
+    private List<Action> _readyRunning = [];
+
     [ThreadStatic]
     private static EventLoop? t_current;
+
+    /// <summary>
+    /// Lets the other sockets of this loop have their turn: the caller continues after the events already waiting have
+    /// been handled. For code running on the loop's thread only (the receive loop of a client that never lets its
+    /// socket run dry would otherwise keep the thread to itself).
+    /// </summary>
+    public YieldAwaitable Yield() => new(this);
+
+    public readonly struct YieldAwaitable(EventLoop loop) : System.Runtime.CompilerServices.ICriticalNotifyCompletion
+    {
+        public YieldAwaitable GetAwaiter() => this;
+        public bool IsCompleted => false;
+        public void GetResult()
+        {
+        }
+
+        public void OnCompleted(Action continuation) => loop._ready.Add(continuation);
+        public void UnsafeOnCompleted(Action continuation) => loop._ready.Add(continuation);
+    }
+
+    private void RunReady()
+    {
+        (_ready, _readyRunning) = (_readyRunning, _ready);
+        foreach (var continuation in _readyRunning)
+        {
+            try
+            {
+                continuation();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+            }
+        }
+        _readyRunning.Clear();
+    }
 
     /// <summary>Whether the calling thread is this loop's thread.</summary>
     public bool IsCurrentThread => t_current == this;
@@ -126,9 +166,13 @@ internal sealed unsafe class EventLoop
     /// <summary>Removes a socket (before it is closed). Events already collected for it are dropped by the key check.</summary>
     public void Unregister(ulong key, SafeHandle socket)
     {
-        if (!socket.IsClosed)
+        try
         {
             SocketCalls.EpollCtl(_epoll, SocketCalls.EpollCtlDel, socket, null);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Already closed: closing took it out of the epoll set.
         }
         Free(key);
     }
@@ -153,7 +197,7 @@ internal sealed unsafe class EventLoop
         t_current = this;
         while (true)
         {
-            var spinning = _spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks;
+            var spinning = _ready.Count > 0 || (_spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks);
             if (!spinning && _hasIdleWork)
             {
                 RunIdleWork();
@@ -165,7 +209,12 @@ internal sealed unsafe class EventLoop
                 {
                     Environment.FailFast($"epoll_wait failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
                 }
-                if (n == 0)
+                if (n == 0 && _ready.Count > 0)
+                {
+                    RunReady();
+                    lastBusy = Stopwatch.GetTimestamp();
+                }
+                else if (n == 0)
                 {
                     // Polling: let the client (often on this very core) run meanwhile.
                     Thread.Yield();
@@ -195,6 +244,10 @@ internal sealed unsafe class EventLoop
                         Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
                     }
                 }
+            }
+            if (_ready.Count > 0)
+            {
+                RunReady();
             }
             lastBusy = Stopwatch.GetTimestamp();
         }

@@ -29,6 +29,11 @@ internal sealed class ReactorStream : Stream
     private readonly Waiter _reader;
     private readonly Waiter _writer;
     private bool _disposed;
+    // Waits that really waited for an event (read by the receive loop to know it gave way to other sockets).
+    private int _waits;
+
+    /// <summary>How many times a read or write of this stream has waited for the socket so far.</summary>
+    public int Waits => Volatile.Read(ref _waits);
 
     private ReactorStream(Socket socket, EventLoop loop)
     {
@@ -407,6 +412,7 @@ internal sealed class ReactorStream : Stream
         }
         if (wait)
         {
+            Interlocked.Increment(ref _waits);
             return new ValueTask(waiter, waiter.Version);
         }
         // Outside the lock: disposing the registration waits for its callback, which takes the lock.

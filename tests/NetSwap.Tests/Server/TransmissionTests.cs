@@ -361,6 +361,57 @@ public class TransmissionTests
     }
 
     [Fact]
+    public async Task AClientThatNeverLetsUp_DoesNotStarveTheOthersOnItsEventLoop()
+    {
+        // One client keeps its socket full of reads (it never lets the server find it empty) and drains the replies as
+        // fast as they come; the others, enough that some share its event loop, must each get their requests answered
+        // meanwhile. Without the receive loop giving way after a turn, the flooding client keeps the loop's thread.
+        await using var server = await ServerHarness.StartAsync(("disk", Size, false));
+        await using var flood = await server.ConnectAsync();
+        await flood.StartAsync();
+        await flood.GoAsync("disk", structured: false);
+        var batch = new byte[512 * NbdRequest.Size];
+        for (var i = 0; i < 512; i++)
+        {
+            new NbdRequest(0, NbdCommand.Read, (ulong)i, (ulong)i * 4096 % Size, 1).Write(batch.AsSpan(i * NbdRequest.Size));
+        }
+        using var stop = new CancellationTokenSource();
+        var writer = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                await flood.Stream.WriteAsync(batch, stop.Token);
+            }
+        });
+        var reader = Task.Run(async () =>
+        {
+            var sink = new byte[1 << 20];
+            while (!stop.IsCancellationRequested && await flood.Stream.ReadAsync(sink, stop.Token) > 0)
+            {
+            }
+        });
+        await Task.Delay(200);
+        var others = Enumerable.Range(0, 3 * Environment.ProcessorCount).Select(async i =>
+        {
+            await using var client = await server.ConnectAsync();
+            await client.StartAsync();
+            await client.GoAsync("disk", structured: false);
+            for (var n = 0; n < 50; n++)
+            {
+                Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, (ulong)(n * 4096), 4096)).Error);
+            }
+        }).ToArray();
+        var done = await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromSeconds(60)));
+        Assert.False(writer.IsCompleted, "the flooding client stopped early: " + writer.Exception?.Message);
+        await stop.CancelAsync();
+        Assert.True(others.All(t => t.IsCompleted), "clients sharing an event loop with a flooding client were starved");
+        await Task.WhenAll(others);
+        await flood.DisposeAsync();
+        await Task.WhenAll(writer, reader).ContinueWith(_ => { }, TaskScheduler.Default);
+        _ = done;
+    }
+
+    [Fact]
     public async Task Disc_FinishesOutstandingRequestsBeforeClosing()
     {
         var (server, client) = await OpenAsync(structured: false);
