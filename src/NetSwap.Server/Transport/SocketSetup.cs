@@ -7,6 +7,8 @@ internal static class SocketSetup
 {
     private const int IpProtoTcp = 6;
     private const int TcpUserTimeout = 18;
+    private const int SolSocket = 1;
+    private const int SoReuseAddr = 2;
 
     /// <summary>NoDelay (replies are small and latency-bound), keepalive and TCP_USER_TIMEOUT on an accepted socket.</summary>
     public static void TuneAccepted(Socket socket, Hosting.TcpTuning tuning)
@@ -35,7 +37,11 @@ internal static class SocketSetup
             {
                 socket.DualMode = false;
             }
-            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            // SO_REUSEADDR alone (a restart binds at once past TIME_WAIT). .NET's ReuseAddress sets SO_REUSEPORT too on
+            // Linux, which let a second netswapd bind the same port and silently take half the connections.
+            Span<byte> on = stackalloc byte[4];
+            BitConverter.TryWriteBytes(on, 1);
+            socket.SetRawSocketOption(SolSocket, SoReuseAddr, on);
             socket.Bind(endpoint);
             socket.Listen(backlog);
             return socket;

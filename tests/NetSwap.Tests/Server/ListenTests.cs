@@ -1,0 +1,38 @@
+using System.Net;
+using System.Net.Sockets;
+using NetSwap.Server.Transport;
+
+namespace NetSwap.Tests.Server;
+
+/// <summary>The listening socket: one daemon per address and port.</summary>
+public class ListenTests
+{
+    [Fact]
+    public void ASecondListenerOnTheSamePort_IsRefused_NotSharedWith()
+    {
+        using var first = SocketSetup.Listen(new IPEndPoint(IPAddress.Loopback, 0));
+        var taken = (IPEndPoint)first.LocalEndPoint!;
+        // With SO_REUSEPORT (what .NET's ReuseAddress also sets on Linux) this would succeed, and the kernel would
+        // hand every other connection to the second daemon.
+        var error = Assert.Throws<SocketException>(() => SocketSetup.Listen(taken).Dispose());
+        Assert.Equal(SocketError.AddressAlreadyInUse, error.SocketErrorCode);
+    }
+
+    [Fact]
+    public async Task APortLeftInTimeWait_CanBeListenedOnAgainAtOnce()
+    {
+        IPEndPoint endpoint;
+        using (var listener = SocketSetup.Listen(new IPEndPoint(IPAddress.Loopback, 0)))
+        {
+            endpoint = (IPEndPoint)listener.LocalEndPoint!;
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await client.ConnectAsync(endpoint);
+            using var accepted = await listener.AcceptAsync();
+            // The server side closes first: its end of the connection stays in TIME_WAIT on this port.
+            accepted.Close();
+            await Task.Delay(50);
+        }
+        using var again = SocketSetup.Listen(endpoint);
+        Assert.Equal(endpoint.Port, ((IPEndPoint)again.LocalEndPoint!).Port);
+    }
+}
