@@ -196,7 +196,9 @@ internal sealed partial class NbdConnection
             }
             if (errno == 0 && (request.Flags & NbdCommandFlags.Fua) != 0)
             {
-                errno = _session.Backend.Flush();
+                // fdatasync waits for the disk: never on an event loop's thread, which serves other clients too.
+                var backend = _session.Backend;
+                errno = _transport?.Loop.IsCurrentThread == true ? await Task.Run(backend.Flush, abort) : backend.Flush();
             }
             if (errno == 0)
             {

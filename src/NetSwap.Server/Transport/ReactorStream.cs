@@ -42,19 +42,30 @@ internal sealed class ReactorStream : Stream
         _loop = loop;
         _reader = new Waiter(this);
         _writer = new Waiter(this);
+        _key = loop.Register(this, _handle);
         // recv and send say MSG_DONTWAIT themselves; sendfile has no such flag and follows the descriptor's mode.
         socket.Blocking = false;
-        _key = loop.Register(this, _handle);
     }
 
-    /// <summary>A stream over the socket, or null where the event loops cannot be used (then use NetworkStream).</summary>
+    /// <summary>
+    /// A stream over the socket, or null where the event loops cannot be used (not Linux x86-64, or epoll refused:
+    /// out of memory, or fs.epoll.max_user_watches reached): then the caller uses NetworkStream and the connection is
+    /// served all the same.
+    /// </summary>
     public static ReactorStream? TryCreate(Socket socket)
     {
         if (!SocketCalls.Supported || socket.SocketType != SocketType.Stream)
         {
             return null;
         }
-        return new ReactorStream(socket, Reactor.Next());
+        try
+        {
+            return new ReactorStream(socket, Reactor.Next());
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     public Socket Socket => _socket;
