@@ -23,6 +23,9 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>Whether reading the range now would not wait for storage (it is in memory). False when unknown.</summary>
     public virtual bool IsInMemory(long offset, int length) => false;
 
+    /// <summary>Whether a write may wait for storage (a disk, writeback); false for data held in memory.</summary>
+    public virtual bool WritesMayWait => false;
+
     /// <summary>
     /// A file whose bytes at the export's offsets are the export's data, so a read can be sent straight from it
     /// (sendfile); null when there is none. A read sent this way is reported with <see cref="OnDirectRead"/>.

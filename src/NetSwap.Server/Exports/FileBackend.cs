@@ -24,7 +24,13 @@ internal class FileBackend : BlockBackend
         _readOnly = readOnly;
         _multiConn = multiConn;
         _ownsHandle = ownsHandle;
+        _writesMayWait = !LinuxFile.IsMemoryBacked(handle);
     }
+
+    private readonly bool _writesMayWait;
+
+    /// <summary>True unless the file is on tmpfs or ramfs.</summary>
+    public override bool WritesMayWait => _writesMayWait;
 
     public SafeFileHandle Handle => _handle;
     public override long Size => _size;

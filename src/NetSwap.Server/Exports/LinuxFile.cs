@@ -144,6 +144,29 @@ internal static partial class LinuxFile
 
     public static void AdviseWillNeed(SafeFileHandle fd, long offset, long length) => _ = PosixFAdvise(fd, offset, length, PosixFadvWillNeed);
 
+    [LibraryImport("libc", EntryPoint = "fstatfs", SetLastError = true)]
+    private static unsafe partial int FStatFs(SafeFileHandle fd, byte* buffer);
+
+    [LibraryImport("libc", EntryPoint = "fstat", SetLastError = true)]
+    private static unsafe partial int FStat(SafeFileHandle fd, byte* buffer);
+
+    private const long TmpfsMagic = 0x01021994;
+    private const long RamfsMagic = 0x858458F6;
+
+    /// <summary>
+    /// Whether the file lives in memory (tmpfs, ramfs): writing to it never waits for a disk or for writeback. A block
+    /// device is never in memory, though its node sits on devtmpfs. x86-64 layouts: statfs.f_type at 0, stat.st_mode at 24.
+    /// </summary>
+    public static unsafe bool IsMemoryBacked(SafeFileHandle fd)
+    {
+        var buffer = stackalloc byte[256];
+        if (FStat(fd, buffer) != 0 || (*(uint*)(buffer + 24) & 0xF000) == 0x6000 /* S_IFBLK */)
+        {
+            return false;
+        }
+        return FStatFs(fd, buffer) == 0 && *(long*)buffer is TmpfsMagic or RamfsMagic;
+    }
+
     /// <summary>Size of a regular file or a block device alike.</summary>
     public static long SizeOf(SafeFileHandle fd)
     {

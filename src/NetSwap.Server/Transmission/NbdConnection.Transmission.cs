@@ -244,8 +244,10 @@ internal sealed partial class NbdConnection
     private bool RunsInline(NbdRequest request) => request.Command switch
     {
         NbdCommand.Read => request.Length <= InlineLimit && _session.Backend.IsInMemory((long)request.Offset, (int)request.Length),
-        // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop).
-        NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0,
+        // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop). A large
+        // one to a disk-backed file goes to the thread pool: it may wait for writeback, and it takes long enough that
+        // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about +18 %).
+        NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0 && (request.Length <= InlineLimit || !_session.Backend.WritesMayWait),
         _ => false,
     };
 

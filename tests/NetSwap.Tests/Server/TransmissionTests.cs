@@ -554,3 +554,36 @@ public class CacheProbeTests
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "posix_fadvise64")]
     private static extern int PosixFadvise(Microsoft.Win32.SafeHandles.SafeFileHandle fd, long offset, long length, int advice);
 }
+
+/// <summary>Which exports' writes may wait for storage (and so never run on an event loop when large).</summary>
+public class MemoryBackedTests
+{
+    [Theory]
+    [InlineData("/dev/shm", true)]
+    [InlineData("/var/tmp", false)]
+    public void AFileOnTmpfs_IsMemoryBacked_OneOnDiskIsNot(string directory, bool expected)
+    {
+        var path = Path.Combine(directory, $"netswap-kind-{Guid.NewGuid():N}");
+        try
+        {
+            File.WriteAllBytes(path, new byte[4096]);
+            using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
+            Assert.Equal(expected, NetSwap.Server.Exports.LinuxFile.IsMemoryBacked(handle));
+            using var backend = new NetSwap.Server.Exports.FileBackend(handle, 4096, readOnly: false, multiConn: true, ownsHandle: false);
+            Assert.Equal(!expected, backend.WritesMayWait);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Fact]
+    public void ABlockDevice_IsNotMemoryBacked_ThoughItsNodeIsOnDevtmpfs()
+    {
+        var device = Directory.GetFiles("/dev", "loop*").FirstOrDefault(p => char.IsDigit(p[^1]));
+        Assert.NotNull(device);
+        using var handle = File.OpenHandle(device!, FileMode.Open, FileAccess.Read);
+        Assert.False(NetSwap.Server.Exports.LinuxFile.IsMemoryBacked(handle));
+    }
+}
