@@ -216,7 +216,7 @@ internal sealed partial class NbdConnection
     /// <summary>
     /// Runs a request. It runs inline, on the receive loop, when it cannot wait for storage: a read of at most
     /// <see cref="InlineLimit"/> whose data is in memory, or a write without FUA (its payload, at most one chunk, is
-    /// already read; it lands in the page cache). Anything else — a read that would go to the disk, flush, FUA, trim,
+    /// already read; it lands in the page cache) of at most <see cref="InlineLimit"/> or to a file in memory. Anything else — a read that would go to the disk, flush, FUA, trim,
     /// zeroing — goes to the thread pool, so slow storage never stalls the receive loop: on a plain socket that loop runs
     /// on an event loop thread that serves other clients too. Over other streams (in-memory pipes, and TLS when no event
     /// loop is under it) the receive loop is a thread-pool thread of its own, and the only request in flight runs inline
@@ -246,7 +246,7 @@ internal sealed partial class NbdConnection
         NbdCommand.Read => request.Length <= InlineLimit && _session.Backend.IsInMemory((long)request.Offset, (int)request.Length),
         // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop). A large
         // one to a disk-backed file goes to the thread pool: it may wait for writeback, and it takes long enough that
-        // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about +18 %).
+        // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about 15 % faster).
         NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0 && (request.Length <= InlineLimit || !_session.Backend.WritesMayWait),
         _ => false,
     };
@@ -401,7 +401,12 @@ internal sealed partial class NbdConnection
             else
             {
                 await _writer.SendOffsetDataFromFileAsync(request.Cookie, file, start, length, done: true, abort);
+                dataStart = start;
             }
+            // The area's statistics count what was read from the file, as the buffered paths do (holes are not read).
+            backend.OnDirectRead((int)(end - dataStart));
+            Interlocked.Add(ref _bytesRead, length);
+            return;
         }
         backend.OnDirectRead(length);
         Interlocked.Add(ref _bytesRead, length);

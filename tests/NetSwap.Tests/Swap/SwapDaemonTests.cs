@@ -95,6 +95,8 @@ public class SwapDaemonTests
         await using var b = await ConnectAsync(port, "swap:24M");
         var gone = await ConnectAsync(port, "swap/gamma:8M");
         await b.RequestAsync(NbdCommand.Write, 0, 4096, payload: new byte[4096]);
+        // 64 KiB: sent from the area's file by sendfile, counted all the same.
+        await b.RequestAsync(NbdCommand.Read, 0, 65536);
         await gone.DisposeAsync();
         Assert.True(await daemon.WaitForLogAsync("kept for 00:01:00"));
 
@@ -103,6 +105,7 @@ public class SwapDaemonTests
         Assert.Equal([16 * MiB, 24 * MiB], status.Clients.Select(c => c.Size));
         Assert.Equal([16 * MiB, 24 * MiB], status.Clients.Select(c => c.ReservedBytes));
         Assert.Equal(4096, status.Clients[1].BytesWritten);
+        Assert.Equal([0L, 65536L], status.Clients.Select(c => c.BytesRead));
         Assert.All(status.Clients, c => Assert.StartsWith("127.0.0.1:", c.Address));
         var swap = status.Swap!;
         Assert.Equal(48 * MiB, swap.InUse);
