@@ -30,8 +30,9 @@ public class NamespaceAccessTests
         Assert.Equal("ack", await GoFromClientAsync(hosts, hosts.ClientAddress, hosts.ServerAddress, "swap"));
         Assert.Equal("ack", await GoFromClientAsync(hosts, hosts.ClientAddress6, hosts.ServerAddress6, "swap"));
         Assert.Equal("policy", await GoFromClientAsync(hosts, hosts.ForeignAddress, hosts.ServerAddress, "swap"));
+        // The client has its answer before the log line need have reached stderr: wait for the line itself.
         Assert.True(await daemon.WaitForLogAsync($"conn 3 from {hosts.ForeignAddress}:"), daemon.Stderr);
-        Assert.Contains("refused by the access rules: no allow rule matches", daemon.Stderr);
+        Assert.True(await daemon.WaitForLogAsync("refused by the access rules: no allow rule matches"), daemon.Stderr);
         Assert.Empty(Directory.EnumerateFileSystemEntries(fs.Path));
     }
 }
@@ -63,7 +64,7 @@ public class MacClientListTests
         }
 
         Assert.Equal("policy", await GoAsync());
-        Assert.Contains("not on the client list", daemon.Stderr);
+        Assert.True(await daemon.WaitForLogAsync("not on the client list"), daemon.Stderr);
         await File.WriteAllTextAsync(list, $"# by MAC\n02:00:00:00:00:01\n{mac}\n");
         File.SetLastWriteTimeUtc(list, DateTime.UtcNow.AddSeconds(5));
         Assert.Equal("ack", await GoAsync());
