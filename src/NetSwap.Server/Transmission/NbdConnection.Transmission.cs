@@ -190,15 +190,14 @@ internal sealed partial class NbdConnection
                 if (errno == 0)
                 {
                     // FUA is applied once, after the last piece.
-                    errno = _session.Backend.Write((long)request.Offset + done, chunk.AsSpan(0, n), fua: false);
+                    var (backend, at, piece) = (_session.Backend, (long)request.Offset + done, chunk.AsMemory(0, n));
+                    errno = await OffLoopAsync(() => backend.Write(at, piece.Span, fua: false), backend.WritesMayWait);
                 }
                 done += n;
             }
             if (errno == 0 && (request.Flags & NbdCommandFlags.Fua) != 0)
             {
-                // fdatasync waits for the disk: never on an event loop's thread, which serves other clients too.
-                var backend = _session.Backend;
-                errno = _transport?.Loop.IsCurrentThread == true ? await Task.Run(backend.Flush, abort) : backend.Flush();
+                errno = await OffLoopAsync(_session.Backend.Flush, mayWait: true);
             }
             if (errno == 0)
             {
@@ -234,6 +233,13 @@ internal sealed partial class NbdConnection
             ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ExecuteAsync(state.Request, state.Payload), (Connection: this, Request: request, Payload: payload), preferLocal: false);
         }
     }
+
+    /// <summary>
+    /// Storage work of the receive loop itself (a streamed large write): what may wait for a disk runs on the thread pool
+    /// when the caller is an event loop's thread, which serves other clients too (the same rule as <see cref="RunsInline"/>).
+    /// </summary>
+    private ValueTask<int> OffLoopAsync(Func<int> work, bool mayWait) =>
+        mayWait && _transport?.Loop.IsCurrentThread == true ? new(Task.Run(work)) : new(work());
 
     /// <summary>Requests a receive loop handles on an event loop before it gives way, if its socket never ran dry.</summary>
     private const int RequestsPerTurn = 32;

@@ -13,11 +13,12 @@ internal struct ReplyHeader
 
 /// <summary>
 /// The one way out of a connection: every reply goes through here, one message at a time.
-/// While the receive loop works through requests that had already arrived together, it corks the writer: small replies
-/// gather in one buffer and leave in one system call when the loop uncorks (before it waits for the client again), so
-/// a pipelining client gets a batch of replies per write instead of one write per reply.
+/// While the receive loop works, it corks the writer: small replies gather in one buffer and leave in one system call
+/// when the loop uncorks (when the client has nothing more queued), so a pipelining client gets a batch of replies per
+/// write instead of one write per reply.
 /// A reply whose data is small is copied behind its header so header and data leave in one write (one system call);
-/// a large one is written as header then data. A reply that must be streamed in pieces (a simple READ reply larger than
+/// a large one is gathered with its header into one sendmsg on a plain socket (or sent from a file with sendfile), and
+/// written as header then data over other streams. A reply that must be streamed in pieces (a simple READ reply larger than
 /// one buffer) holds the lock across its pieces with <see cref="LockAsync"/>.
 /// </summary>
 internal sealed class ReplyWriter : IDisposable
@@ -34,6 +35,8 @@ internal sealed class ReplyWriter : IDisposable
     private volatile bool _corked;
     private byte[]? _cork;
     private int _corkLength;
+    // How much of _cork was ever filled since it was rented: the part to clear when it goes back.
+    private int _corkUsed;
 
     // A plain socket connection: header and a large data block leave in one sendmsg (gathered), not two writes.
     private readonly Transport.ReactorStream? _socket;
@@ -108,8 +111,7 @@ internal sealed class ReplyWriter : IDisposable
         try
         {
             await FlushCorkLockedAsync(cancellationToken);
-            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
-            await _socket!.SendFileAsync(_gatherHeader.AsMemory(0, headerLength), file, offset, count, cancellationToken);
+            await _socket!.SendFileAsync(Gathered(header, headerLength), file, offset, count, cancellationToken);
         }
         finally
         {
@@ -141,6 +143,13 @@ internal sealed class ReplyWriter : IDisposable
         }
     }
 
+    /// <summary>The header as memory that outlives the caller's stack (under the lock only).</summary>
+    private ReadOnlyMemory<byte> Gathered(ReplyHeader header, int headerLength)
+    {
+        ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
+        return _gatherHeader.AsMemory(0, headerLength);
+    }
+
     /// <summary>From now on small replies wait in the cork buffer (receive loop only).</summary>
     public void Cork() => _corked = true;
 
@@ -163,6 +172,10 @@ internal sealed class ReplyWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// Writes what waits in the cork buffer. The buffer stays for the next replies while the writer is corked (it holds
+    /// only this client's data); otherwise it goes back to the pool.
+    /// </summary>
     private async ValueTask FlushCorkLockedAsync(CancellationToken cancellationToken)
     {
         if (_cork is not { } cork)
@@ -172,10 +185,14 @@ internal sealed class ReplyWriter : IDisposable
         try
         {
             await _stream.WriteAsync(cork.AsMemory(0, _corkLength), cancellationToken);
+            _corkLength = 0;
         }
         finally
         {
-            ReleaseCork();
+            if (!_corked || _corkLength > 0)
+            {
+                ReleaseCork();
+            }
         }
     }
 
@@ -184,10 +201,10 @@ internal sealed class ReplyWriter : IDisposable
     {
         if (_cork is { } cork)
         {
-            cork.AsSpan(0, _corkLength).Clear();
+            cork.AsSpan(0, _corkUsed).Clear();
             ArrayPool<byte>.Shared.Return(cork);
             _cork = null;
-            _corkLength = 0;
+            _corkLength = _corkUsed = 0;
         }
     }
 
@@ -206,14 +223,14 @@ internal sealed class ReplyWriter : IDisposable
             ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_cork.AsSpan(_corkLength));
             data.Span.CopyTo(_cork.AsSpan(_corkLength + headerLength));
             _corkLength += needed;
+            _corkUsed = Math.Max(_corkUsed, _corkLength);
             return;
         }
         // Whatever waits in the cork buffer goes first: a reply written in parts must stay in one piece on the wire.
         await FlushCorkLockedAsync(cancellationToken);
         if (!coalesce && _socket is not null)
         {
-            ((ReadOnlySpan<byte>)header)[..headerLength].CopyTo(_gatherHeader);
-            await _socket.WriteGatheredAsync(_gatherHeader.AsMemory(0, headerLength), data, cancellationToken);
+            await _socket.WriteGatheredAsync(Gathered(header, headerLength), data, cancellationToken);
             return;
         }
         var total = headerLength + (coalesce ? data.Length : 0);

@@ -28,10 +28,9 @@ internal sealed unsafe class EventLoop
     private Entry[] _entries = new Entry[64];
     private readonly Stack<int> _free = new();
     private int _used;
-    // Work to do when the loop is about to sleep (under _gate): connections giving back buffers kept while busy.
+    // Work to do when the loop is about to sleep (loop thread only): connections giving back buffers kept while busy.
     private List<IIdleWork> _idleWork = [];
     private List<IIdleWork> _idleRunning = [];
-    private volatile bool _hasIdleWork;
 
     // Continuations that gave way to other sockets (Yield), run after the current batch of events (loop thread only).
     private List<Action> _ready = [];
@@ -70,7 +69,7 @@ internal sealed unsafe class EventLoop
             }
             catch (Exception e)
             {
-                Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+                ReportBug(e);
             }
         }
         _readyRunning.Clear();
@@ -83,22 +82,11 @@ internal sealed unsafe class EventLoop
     /// Has <paramref name="work"/> run on this loop's thread the next time it has nothing to do and is about to sleep
     /// (call it from the loop's thread; queue each piece of work once until it has run).
     /// </summary>
-    public void WhenIdle(IIdleWork work)
-    {
-        lock (_gate)
-        {
-            _idleWork.Add(work);
-        }
-        _hasIdleWork = true;
-    }
+    public void WhenIdle(IIdleWork work) => _idleWork.Add(work);
 
     private void RunIdleWork()
     {
-        _hasIdleWork = false;
-        lock (_gate)
-        {
-            (_idleWork, _idleRunning) = (_idleRunning, _idleWork);
-        }
+        (_idleWork, _idleRunning) = (_idleRunning, _idleWork);
         foreach (var work in _idleRunning)
         {
             try
@@ -107,11 +95,17 @@ internal sealed unsafe class EventLoop
             }
             catch (Exception e)
             {
-                Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+                ReportBug(e);
             }
         }
         _idleRunning.Clear();
     }
+
+    /// <summary>
+    /// Continuations and idle work catch their own exceptions; one reaching the loop is a bug. The loop serves other
+    /// clients too, so it goes on, and says so where an administrator looks (stderr: the journal).
+    /// </summary>
+    private static void ReportBug(Exception e) => Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
 
     private struct Entry
     {
@@ -198,7 +192,7 @@ internal sealed unsafe class EventLoop
         while (true)
         {
             var spinning = _ready.Count > 0 || (_spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks);
-            if (!spinning && _hasIdleWork)
+            if (!spinning && _idleWork.Count > 0)
             {
                 RunIdleWork();
             }
@@ -239,9 +233,7 @@ internal sealed unsafe class EventLoop
                     }
                     catch (Exception e)
                     {
-                        // Continuations catch their own exceptions; reaching here is a bug. The loop serves other
-                        // clients too, so it must go on: report it where an administrator looks (stderr, the journal).
-                        Console.Error.WriteLine($"netswapd: event loop: unexpected {e}");
+                        ReportBug(e);
                     }
                 }
             }

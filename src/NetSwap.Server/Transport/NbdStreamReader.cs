@@ -119,17 +119,11 @@ internal sealed class NbdStreamReader : IDisposable
             return false;
         }
         _buffer ??= ArrayPool<byte>.Shared.Rent(BufferSize);
-        if (_start > 0)
-        {
-            _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
-            _end -= _start;
-            _start = 0;
-        }
+        Compact();
         var n = _end < _buffer.Length ? socket.TryReadNow(_buffer.AsSpan(_end)) : 0;
         if (n > 0)
         {
-            _end += n;
-            _used = Math.Max(_used, _end);
+            Received(n);
             return true;
         }
         if (_end == _start)
@@ -152,11 +146,9 @@ internal sealed class NbdStreamReader : IDisposable
             _buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
             _start = _end = 0;
         }
-        else if (_start > 0)
+        else
         {
-            _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
-            _end -= _start;
-            _start = 0;
+            Compact();
         }
         while (_end - _start < minimum)
         {
@@ -169,10 +161,26 @@ internal sealed class NbdStreamReader : IDisposable
                 }
                 return false;
             }
-            _end += n;
-            _used = Math.Max(_used, _end);
+            Received(n);
         }
         return true;
+    }
+
+    /// <summary>Moves the unread bytes to the front of the buffer.</summary>
+    private void Compact()
+    {
+        if (_start > 0)
+        {
+            _buffer.AsSpan(_start, _end - _start).CopyTo(_buffer);
+            _end -= _start;
+            _start = 0;
+        }
+    }
+
+    private void Received(int count)
+    {
+        _end += count;
+        _used = Math.Max(_used, _end);
     }
 
     private void ReleaseBuffer()

@@ -194,8 +194,7 @@ internal sealed class ReactorStream : Stream
         {
             return SendHeaderThenFileAsync(header[sent..], file, offset, count, sequence, cancellationToken);
         }
-        var (done, status) = TrySendFile(file, ref offset, count);
-        return status == FileSend.Complete ? default : SendFileRestAsync(file, offset, count - done, cancellationToken);
+        return SendFileRestAsync(file, offset, count, cancellationToken);
     }
 
     private async ValueTask SendHeaderThenFileAsync(ReadOnlyMemory<byte> header, SafeHandle file, long offset, int count, int sequence, CancellationToken cancellationToken)
@@ -407,8 +406,7 @@ internal sealed class ReactorStream : Stream
         }
     }
 
-    private static IOException Failure(string call, int errno) =>
-        new($"{call} failed: {Marshal.GetPInvokeErrorMessage(errno)}", new SocketException(errno));
+    private static IOException Failure(string call, int errno) => new($"{call} failed: {Marshal.GetPInvokeErrorMessage(errno)}");
 
     /// <summary>Waits for the next event for <paramref name="waiter"/>'s direction, unless one came since <paramref name="sequence"/>.</summary>
     private ValueTask WaitAsync(Waiter waiter, int sequence, CancellationToken cancellationToken)

@@ -22,9 +22,14 @@ internal static class SocketSetup
         socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveTime, Math.Max(1, (int)tuning.KeepAliveTime.TotalSeconds));
         socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveInterval, Math.Max(1, (int)tuning.KeepAliveInterval.TotalSeconds));
         socket.SetSocketOption(SocketOptionLevel.Tcp, SocketOptionName.TcpKeepAliveRetryCount, Math.Max(1, tuning.KeepAliveCount));
-        Span<byte> value = stackalloc byte[4];
-        BitConverter.TryWriteBytes(value, (int)tuning.UserTimeout.TotalMilliseconds);
-        socket.SetRawSocketOption(IpProtoTcp, TcpUserTimeout, value);
+        SetInt(socket, IpProtoTcp, TcpUserTimeout, (int)tuning.UserTimeout.TotalMilliseconds);
+    }
+
+    private static void SetInt(Socket socket, int level, int name, int value)
+    {
+        Span<byte> bytes = stackalloc byte[4];
+        BitConverter.TryWriteBytes(bytes, value);
+        socket.SetRawSocketOption(level, name, bytes);
     }
 
     /// <summary>A listening socket; IPv6 sockets are v6-only so that 0.0.0.0 and [::] can share a port.</summary>
@@ -39,9 +44,7 @@ internal static class SocketSetup
             }
             // SO_REUSEADDR alone (a restart binds at once past TIME_WAIT). .NET's ReuseAddress sets SO_REUSEPORT too on
             // Linux, which let a second netswapd bind the same port and silently take half the connections.
-            Span<byte> on = stackalloc byte[4];
-            BitConverter.TryWriteBytes(on, 1);
-            socket.SetRawSocketOption(SolSocket, SoReuseAddr, on);
+            SetInt(socket, SolSocket, SoReuseAddr, 1);
             socket.Bind(endpoint);
             socket.Listen(backlog);
             return socket;

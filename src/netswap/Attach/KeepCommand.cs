@@ -103,7 +103,6 @@ internal static class KeepCommand
         return (description.Size, description.Flags);
     }
 
-    /// <summary>Resident and locked memory, from /proc/self/status.</summary>
     /// <summary>
     /// What the keeper allocates once a connection has died must not need a fresh page: under memory pressure getting
     /// one can mean swapping out to the very device that is dead, and the keeper then waits as long as the kernel does
@@ -123,6 +122,7 @@ internal static class KeepCommand
         GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
     }
 
+    /// <summary>Resident and locked memory, from /proc/self/status.</summary>
     private static string Memory()
     {
         try
