@@ -26,6 +26,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
     private readonly CancellationTokenSource _abort = new();
     private readonly long _startTimestamp = Stopwatch.GetTimestamp();
     private string _closeReason = "client closed the connection";
+    // Set by Abort: the connection was cut on purpose (or by a failed reply); errors that follow are its echo.
+    private volatile bool _aborted;
     // Set when the client ended with NBD_CMD_DISC: its swap area is destroyed at once rather than kept for a reconnect.
     private bool _cleanDisconnect;
 
@@ -69,8 +71,12 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         }
         catch (Exception e) when (IsConnectionError(e))
         {
-            _closeReason = _abort.IsCancellationRequested ? _closeReason : "connection lost";
-            ConnectionLog.ConnectionError(_logger, Id, Client, e.Message);
+            // After Abort the receive loop fails because the stream was closed under it: Abort has said why.
+            if (!_aborted)
+            {
+                _closeReason = "connection lost";
+                ConnectionLog.ConnectionError(_logger, Id, Client, e.Message);
+            }
         }
         catch (Exception e)
         {
@@ -90,10 +96,15 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         }
     }
 
-    /// <summary>Cuts the connection now (server shutdown after its timeout).</summary>
-    public void Abort(string reason)
+    /// <summary>Cuts the connection now (server shutdown after its timeout, or a reply that could not be sent).</summary>
+    public void Abort(string reason, Exception? cause = null)
     {
+        if (cause is not null && !_aborted)
+        {
+            ConnectionLog.ConnectionError(_logger, Id, Client, cause.Message);
+        }
         _closeReason = reason;
+        _aborted = true;
         try
         {
             _abort.Cancel();

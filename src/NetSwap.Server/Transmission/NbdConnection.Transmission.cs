@@ -325,7 +325,7 @@ internal sealed partial class NbdConnection
         catch (Exception e) when (IsConnectionError(e))
         {
             // The reply could not be sent: the connection is gone; the receive loop will notice.
-            Abort("connection lost");
+            Abort("connection lost", e);
         }
         catch (Exception e)
         {

@@ -225,6 +225,33 @@ public class TransmissionTests
         Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.WriteZeroes, 0, 4096)).Error);
     }
 
+    [Fact]
+    public async Task AConnectionDestroyedUnderTheServer_IsLoggedAsLost_WithTheSocketError()
+    {
+        for (var round = 0; round < 5; round++)
+        {
+            var (server, client) = await OpenAsync(structured: true);
+            await using var _ = server;
+            await using var __ = client;
+            // More reads than the sockets can hold replies for, never taken: the server waits in send.
+            var socket = ((System.Net.Sockets.NetworkStream)client.Stream).Socket;
+            socket.ReceiveBufferSize = 4096;
+            for (var i = 0; i < 256; i++)
+            {
+                await client.SendRequestAsync(NbdCommand.Read, 0, 65536);
+            }
+            await Task.Delay(50);
+            // The kernel destroys the server's socket (as a cut or a firewall reset would): its send and its receive
+            // both fail, in whichever order. Either way the connection was lost and the socket's error is what is logged,
+            // not the echo of the stream being closed under the receive loop.
+            await ExternalTool.RunOkAsync("ss", "-K", "src", "127.0.0.1", "sport", "=", $":{server.Port}");
+            var log = () => string.Join("\n", server.Log.Lines);
+            Assert.True(await server.Log.WaitForAsync("(connection lost)"), log());
+            Assert.True(server.Log.Contains("connection error: "), log());
+            Assert.False(server.Log.Contains("disposed object"), log());
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
