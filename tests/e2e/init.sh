@@ -86,6 +86,13 @@ start=$(cut -d' ' -f1 /proc/uptime)
 /bin/memtest "$REGION" "$LOCK"
 result=$?
 end=$(cut -d' ' -f1 /proc/uptime)
+if [ "$result" -ne 0 ]; then
+    # Why, in the first lines anyone reads: a signal (the OOM killer's, or SIGBUS for a page swap could not read back)
+    # and what the kernel said about memory, I/O and the NBD device.
+    if [ "$result" -gt 128 ]; then say "memtest killed by signal $((result - 128))"; else say "memtest exited with $result"; fi
+    dmesg | grep -i -E "invoked oom-killer|killed process|i/o error|nbd[0-9]+:|blk_update|read-error|sigbus" | tail -n 12 \
+        | while read -r line; do say "kernel: $line"; done
+fi
 say "pages swapped in $(( $(sed -n 's/^pswpin //p' /proc/vmstat) - before_in )) out $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) workload ${start}s..${end}s"
 if [ "$SCENARIO" != basic ]; then
     # What the reconnect keeper said (it logs to the kernel log, below this console's loglevel).
