@@ -52,6 +52,8 @@ internal sealed class ReconnectKeeper(KeptExport export, IKernelLink kernel, Act
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     /// <summary>How often, with no event, the keeper looks whether the device is still connected.</summary>
     public TimeSpan CheckInterval { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>The keeper's own memory, for the log line of a reconnect (what reconnecting cost it); none when null.</summary>
+    public Func<string>? Memory { get; init; }
 
     public const int Error = 3;
     public const int Warning = 4;
@@ -103,7 +105,7 @@ internal sealed class ReconnectKeeper(KeptExport export, IKernelLink kernel, Act
                 kernel.HandOver(export.Index, socket.Descriptor);
                 Reconnects++;
                 log(Notice, string.Create(CultureInfo.InvariantCulture,
-                    $"nbd{export.Index}: reconnected to {export.Server} after {clock.Elapsed.TotalSeconds:0.0} s ({attempt} attempt{(attempt == 1 ? "" : "s")}); the same swap area, requests resumed"));
+                    $"nbd{export.Index}: reconnected to {export.Server} after {clock.Elapsed.TotalSeconds:0.0} s ({attempt} attempt{(attempt == 1 ? "" : "s")}); the same swap area, requests resumed{(Memory is null ? "" : "; " + Memory())}"));
                 return true;
             }
             catch (AreaLostException e)

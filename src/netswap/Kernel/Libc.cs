@@ -34,6 +34,9 @@ internal static unsafe partial class Libc
     public const int MCL_CURRENT = 1;
     public const int MCL_FUTURE = 2;
     public const int MCL_ONFAULT = 4;
+    public const int PR_SET_IO_FLUSHER = 57;
+    public const int SCHED_FIFO = 1;
+    public const int SCHED_RESET_ON_FORK = 0x40000000;
 
     [StructLayout(LayoutKind.Sequential)]
     public struct PollFd
@@ -84,6 +87,13 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", EntryPoint = "mlockall", SetLastError = true)]
     public static partial int MLockAll(int flags);
+
+    [LibraryImport("libc", EntryPoint = "prctl", SetLastError = true)]
+    public static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+    /// <summary>sched_setscheduler(2); pid 0 is the calling thread (Linux schedules threads, not processes).</summary>
+    [LibraryImport("libc", EntryPoint = "sched_setscheduler", SetLastError = true)]
+    public static partial int SchedSetScheduler(int pid, int policy, int* priority);
 
     public static int LastError => Marshal.GetLastPInvokeError();
 

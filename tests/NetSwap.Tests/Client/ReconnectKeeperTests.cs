@@ -70,9 +70,10 @@ public class ReconnectKeeperTests
 
         var kernel = new KernelDouble(3) { Dead = true };
         var lines = new List<string>();
-        var keeper = new ReconnectKeeper(export, kernel, (_, line) => lines.Add(line));
+        var keeper = new ReconnectKeeper(export, kernel, (_, line) => lines.Add(line)) { Memory = () => "RSS 42 kB" };
         Assert.True(keeper.Reconnect(CancellationToken.None));
-        Assert.Contains(lines, l => l.Contains("reconnected to 127.0.0.1", StringComparison.Ordinal));
+        // The report says what reconnecting left the keeper with (in the guest: whether it needed fresh memory).
+        Assert.Contains(lines, l => l.Contains("reconnected to 127.0.0.1", StringComparison.Ordinal) && l.EndsWith("; RSS 42 kB", StringComparison.Ordinal));
         Assert.True(server.Log.Contains("reattached after"));
 
         // What the kernel got is a connection past the handshake, on the area with the pages written before the cut.
