@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using NetSwap.Server.Transport;
+using NetSwap.Tests.Support;
 
 namespace NetSwap.Tests.Server;
 
@@ -21,8 +22,9 @@ public class ListenTests
     [Fact]
     public async Task APortLeftInTimeWait_CanBeListenedOnAgainAtOnce()
     {
+        // A port below the ephemeral range (see Ports): what holds it when listening again must be the TIME_WAIT.
         IPEndPoint endpoint;
-        using (var listener = SocketSetup.Listen(new IPEndPoint(IPAddress.Loopback, 0)))
+        using (var listener = Ports.BindBelowEphemeralRange(e => SocketSetup.Listen(e)))
         {
             endpoint = (IPEndPoint)listener.LocalEndPoint!;
             using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

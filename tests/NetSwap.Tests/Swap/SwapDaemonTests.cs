@@ -14,12 +14,7 @@ public class SwapDaemonTests
 {
     private const long MiB = 1L << 20;
 
-    private static int FreePort()
-    {
-        using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        probe.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        return ((IPEndPoint)probe.LocalEndPoint!).Port;
-    }
+    private static int FreePort() => Ports.Unused();
 
     private static async Task<TestNbdClient> ConnectAsync(int port, string export, string host = "127.0.0.1")
     {
