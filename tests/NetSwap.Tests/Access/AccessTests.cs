@@ -221,6 +221,46 @@ public class AccessTests
         Assert.InRange(best, rate * 0.9, rate * 1.1);
     }
 
+    [Fact]
+    public async Task TotalBandwidthCap_HoldsForAllClientsTogether()
+    {
+        await using var server = await ServerHarness.StartAsync(("disk", 64 * MiB, false));
+        const long rate = 16 * MiB;
+        server.Context.Policy = Policy(new AccessLimits { BandwidthTotal = rate }, rules: ["allow 127.0.0.0/8"]);
+        var clients = new List<TestNbdClient>();
+        for (var i = 0; i < 2; i++)
+        {
+            var client = await server.ConnectAsync();
+            await client.StartAsync();
+            await client.GoAsync("disk");
+            clients.Add(client);
+        }
+        try
+        {
+            var block = new byte[MiB];
+            await clients[0].RequestAsync(NbdCommand.Write, 0, (uint)block.Length, payload: block);
+            // Each client alone could go far faster than the cap: together they must stay within it (as above: every
+            // trial at most 10 % over, the best of three at least 90 % of it).
+            var best = 0.0;
+            for (var trial = 0; trial < 3 && best < rate * 0.9; trial++)
+            {
+                var started = Stopwatch.StartNew();
+                await Task.WhenAll(clients.Select(c => TimedWritesAsync(c, block)));
+                var together = clients.Count * 24.0 * MiB / started.Elapsed.TotalSeconds;
+                Assert.InRange(together, 0, rate * 1.1);
+                best = Math.Max(best, together);
+            }
+            Assert.InRange(best, rate * 0.9, rate * 1.1);
+        }
+        finally
+        {
+            foreach (var client in clients)
+            {
+                await client.DisposeAsync();
+            }
+        }
+    }
+
     /// <summary>Bytes per second of 24 pipelined 1 MiB writes, replies read as they come: the server, not this
     /// client's round trips, sets the pace.</summary>
     private static async Task<double> TimedWritesAsync(TestNbdClient client, byte[] block)
