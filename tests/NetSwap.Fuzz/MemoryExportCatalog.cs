@@ -6,13 +6,15 @@ namespace NetSwap.Fuzz;
 /// <summary>
 /// One export named "faulty", held in memory, whose storage fails with EIO in a chosen range as a dying disk does, and
 /// which cannot zero quickly. Only the storage is simulated: everything above the backend (validation, replies, logging)
-/// is the real server. Used by the fuzz target (no disk I/O per input) and by the tests of error paths.
+/// is the real server. Used by the fuzz target (no disk I/O per input) and by the tests of error paths; tests of how
+/// writes are scheduled can make it pose as a disk (<paramref name="writesMayWait"/>) and watch each write (<paramref name="onWrite"/>).
 /// </summary>
 internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
 {
     private readonly FaultyExport _export;
 
-    public MemoryExportCatalog(long size, long badStart, long badEnd) => _export = new FaultyExport(size, badStart, badEnd);
+    public MemoryExportCatalog(long size, long badStart, long badEnd, bool writesMayWait = false, Action? onWrite = null) =>
+        _export = new FaultyExport(size, badStart, badEnd, writesMayWait, onWrite);
 
     public ExportLookup Lookup(string name, ConnectionInfo client) =>
         name == "faulty" ? ExportLookup.Found(_export) : ExportLookup.Refused(NetSwap.Protocol.Nbd.NbdOptionReplyType.ErrUnknown, "unknown");
@@ -23,21 +25,22 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
     {
     }
 
-    private sealed class FaultyExport(long size, long badStart, long badEnd) : ExportOffer
+    private sealed class FaultyExport(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite) : ExportOffer
     {
         public override string Name => "faulty";
         public override string? Description => null;
         public override long Size => size;
         public override bool IsReadOnly => false;
         public override bool CanMultiConn => false;
-        public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => ValueTask.FromResult(ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd)));
+        public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => ValueTask.FromResult(ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd, writesMayWait, onWrite)));
     }
 
-    private sealed class FaultyBackend(long size, long badStart, long badEnd) : BlockBackend
+    private sealed class FaultyBackend(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite) : BlockBackend
     {
         private readonly byte[] _data = new byte[size];
 
         public override long Size => size;
+        public override bool WritesMayWait => writesMayWait;
         public override bool IsReadOnly => false;
         public override bool CanMultiConn => false;
 
@@ -55,6 +58,7 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
 
         public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
         {
+            onWrite?.Invoke();
             if (Bad(offset, data.Length))
             {
                 return LinuxFile.EIO;

@@ -41,6 +41,9 @@ internal sealed class NbdServerContext
     public Tls.TlsConfiguration Tls { get; set; } = NetSwap.Server.Tls.TlsConfiguration.Disabled;
     public TokenBucket TotalBandwidth { get; }
 
+    /// <summary>Whether writes to disk-backed files are being throttled by the kernel right now (see WriteStalls).</summary>
+    public Transmission.WriteStalls WriteStalls { get; } = new();
+
     /// <summary>Counts a client into an export; false (and nothing counted) when max-clients-per-export is reached.</summary>
     public bool TryEnterExport(string export)
     {

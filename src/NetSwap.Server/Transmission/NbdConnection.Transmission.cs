@@ -215,7 +215,8 @@ internal sealed partial class NbdConnection
     /// <summary>
     /// Runs a request. It runs inline, on the receive loop, when it cannot wait for storage: a read of at most
     /// <see cref="InlineLimit"/> whose data is in memory, or a write without FUA (its payload, at most one chunk, is
-    /// already read; it lands in the page cache) of at most <see cref="InlineLimit"/> or to a file in memory. Anything else — a read that would go to the disk, flush, FUA, trim,
+    /// already read; it lands in the page cache) to a file in memory, or of at most <see cref="InlineLimit"/> while
+    /// the kernel is not throttling writers (<see cref="WriteStalls"/>). Anything else — a read that would go to the disk, flush, FUA, trim,
     /// zeroing — goes to the thread pool, so slow storage never stalls the receive loop: on a plain socket that loop runs
     /// on an event loop thread that serves other clients too. Over other streams (in-memory pipes, and TLS when no event
     /// loop is under it) the receive loop is a thread-pool thread of its own, and the only request in flight runs inline
@@ -252,8 +253,10 @@ internal sealed partial class NbdConnection
         NbdCommand.Read => request.Length <= InlineLimit && _session.Backend.IsInMemory((long)request.Offset, (int)request.Length),
         // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop). A large
         // one to a disk-backed file goes to the thread pool: it may wait for writeback, and it takes long enough that
-        // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about 15 % faster).
-        NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0 && (request.Length <= InlineLimit || !_session.Backend.WritesMayWait),
+        // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about 15 % faster). So do
+        // small ones while the kernel is throttling writers (WriteStalls).
+        NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0
+            && (!_session.Backend.WritesMayWait || (request.Length <= InlineLimit && !_context.WriteStalls.Recent)),
         _ => false,
     };
 
@@ -295,7 +298,14 @@ internal sealed partial class NbdConnection
                     await ExecuteReadAsync(request, abort);
                     return;
                 case NbdCommand.Write:
+                    // A write that only had to copy into the page cache is quick; a slow one tells the next writes to
+                    // stay off the event loops (FUA writes wait for the disk by design and say nothing about that).
+                    var started = backend.WritesMayWait && !fua ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
                     errno = backend.Write(offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
+                    if (started != 0)
+                    {
+                        _context.WriteStalls.Note(started);
+                    }
                     if (errno == 0)
                     {
                         Interlocked.Add(ref _bytesWritten, request.Length);

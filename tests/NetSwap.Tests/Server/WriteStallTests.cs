@@ -1,0 +1,67 @@
+using NetSwap.Fuzz;
+using NetSwap.Protocol.Nbd;
+using NetSwap.Server.Transmission;
+using NetSwap.Tests.Support;
+
+namespace NetSwap.Tests.Server;
+
+/// <summary>
+/// Small writes to a disk-backed file run on the event loop while they only copy into the page cache; when the kernel
+/// throttles writers (dirty pages outrunning the disk), they must move off it, or every client of that loop waits
+/// through each pause.
+/// </summary>
+public class WriteStallTests
+{
+    [Fact]
+    public async Task ThrottledDiskWrites_LeaveTheEventLoop_AfterTheFirst_AndComeBackWhenFastAgain()
+    {
+        var slow = false;
+        var onLoop = new List<bool>();
+        void OnWrite()
+        {
+            lock (onLoop)
+            {
+                // Event loop threads are named netswap-io-N.
+                onLoop.Add(Thread.CurrentThread.Name?.StartsWith("netswap-io-", StringComparison.Ordinal) == true);
+            }
+            if (Volatile.Read(ref slow))
+            {
+                Thread.Sleep(30);   // as balance_dirty_pages would pause the writer
+            }
+        }
+        using var catalog = new MemoryExportCatalog(1 << 20, 1 << 20, 1 << 20, writesMayWait: true, onWrite: OnWrite);
+        await using var server = ServerHarness.Start(catalog);
+        await using var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync("faulty");
+        var block = new byte[4096];
+
+        // Fast writes to the "disk" run on the loop (that this test runs on an event loop at all).
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, (ulong)i * 4096, 4096, payload: block)).Error);
+        }
+        Assert.All(onLoop, Assert.True);
+
+        // Throttled: the first slow write is found out on the loop, the rest run on the thread pool.
+        Volatile.Write(ref slow, true);
+        onLoop.Clear();
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, (ulong)i * 4096, 4096, payload: block)).Error);
+        }
+        Assert.Equal(10, onLoop.Count);
+        Assert.True(onLoop.Count(l => l) <= 1, $"{onLoop.Count(l => l)} of 10 slow writes ran on the event loop");
+
+        // Fast again: once a window has passed without a slow write, writes are back on the loop.
+        Volatile.Write(ref slow, false);
+        await client.RequestAsync(NbdCommand.Write, 0, 4096, payload: block);
+        await Task.Delay(WriteStalls.Window + TimeSpan.FromMilliseconds(200));
+        onLoop.Clear();
+        for (var i = 0; i < 5; i++)
+        {
+            await client.RequestAsync(NbdCommand.Write, (ulong)i * 4096, 4096, payload: block);
+        }
+        Assert.All(onLoop, Assert.True);
+    }
+}
