@@ -152,7 +152,7 @@ internal static class KeepCommand
             var lines = File.ReadAllLines("/proc/self/status");
             string Field(string key) => lines.FirstOrDefault(l => l.StartsWith(key, StringComparison.Ordinal))?[key.Length..].Trim() ?? "?";
             // Anonymous memory is what the keeper takes from the machine; the rest of its RSS is its binary's pages.
-            return $"RSS {Field("VmRSS:")} (anonymous {Field("RssAnon:")}), locked {Field("VmLck:")}";
+            return $"RSS {Field("VmRSS:")} (anonymous {Field("RssAnon:")}), locked {Field("VmLck:")}, {Field("Threads:")} threads";
         }
         catch (IOException)
         {
