@@ -141,4 +141,28 @@ public class TlsTests
         Assert.DoesNotContain("fail", result.All, StringComparison.OrdinalIgnoreCase);
         Assert.Contains("read 70001/70001 bytes at offset 511", result.Stdout);
     }
+
+    [Fact]
+    public async Task QemuImgConvert_InAndOut_AndQemuNbdList_OverTls()
+    {
+        var certs = await TestCertificates.GetAsync();
+        await using var server = await StartAsync(certs.Configuration(TlsMode.Require));
+        var creds = $"tls-creds-x509,id=tls0,endpoint=client,dir={certs.Client("pc01")}";
+        var nbd = $"driver=nbd,host=127.0.0.1,port={server.Port},export=disk,tls-creds=tls0";
+        var source = Path.Combine(server.Directory, "source.raw");
+        var back = Path.Combine(server.Directory, "back.raw");
+        var data = new byte[16 * MiB];
+        new Random(11).NextBytes(data.AsSpan(0, (int)(5 * MiB)));   // data, then zeros (which qemu-img may write as zeroes)
+        await File.WriteAllBytesAsync(source, data);
+
+        await ExternalTool.RunOkAsync("qemu-img", "convert", "-n", "--object", creds, "-f", "raw", source, "--target-image-opts", nbd);
+        await ExternalTool.RunOkAsync("qemu-img", "convert", "--object", creds, "--image-opts", nbd, "-O", "raw", back);
+        var returned = await File.ReadAllBytesAsync(back);
+        Assert.True(data.AsSpan().SequenceEqual(returned), "what came back over TLS differs from what went in");
+
+        var list = await ExternalTool.RunOkAsync("qemu-nbd", "--list", "--object", creds, "--tls-creds", "tls0", "-b", "127.0.0.1", "-p", server.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Contains("exports available: 2", list);
+        Assert.Contains("export: 'disk'", list);
+        Assert.Contains("size:  16777216", list);
+    }
 }
