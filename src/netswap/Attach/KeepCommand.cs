@@ -144,7 +144,7 @@ internal static class KeepCommand
         GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
     }
 
-    /// <summary>Resident (and of that anonymous) and locked memory, from /proc/self/status.</summary>
+    /// <summary>Resident (and of that anonymous) and locked memory, and the thread count, from /proc/self/status.</summary>
     private static string Memory()
     {
         try
