@@ -139,10 +139,20 @@ internal sealed partial class NbdConnection
         {
             if (clean)
             {
-                // Replies still gathered go out; from here on every reply is written at once.
-                await _writer.UncorkAsync(abort);
+                try
+                {
+                    // Replies still gathered go out; from here on every reply is written at once.
+                    await _writer.UncorkAsync(abort);
+                }
+                catch (Exception e) when (IsConnectionError(e))
+                {
+                    // Cut meanwhile (a read that failed after its reply header, a reply that could not be sent,
+                    // shutdown): nothing more can go out. The wait below must still happen, or the connection never
+                    // ends (found by AFL++).
+                    clean = false;
+                }
             }
-            else
+            if (!clean)
             {
                 // The stream is broken: requests still running cannot reply, so stop them rather than wait.
                 await _abort.CancelAsync();

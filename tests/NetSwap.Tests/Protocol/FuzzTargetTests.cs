@@ -97,4 +97,26 @@ public class FuzzTargetTests
             _ = FuzzTargets.Connection(noise);
         }
     }
+
+    /// <summary>Inputs AFL++ found (docs/protocol.md, "Fuzzing"), kept as regression tests, with what each broke.</summary>
+    [Fact]
+    public void Connection_FinishesOnInputsTheFuzzerFound()
+    {
+        // Simple replies, a 577 KiB read that crosses the export's failing range after its header went out (the server
+        // must cut the connection), then NBD_CMD_DISC: the connection hung for good, its clean-up never reached.
+        var bytes = new List<byte> { 0, 0, 0, 3 };
+        var go = new NbdInfoRequest("faulty", []);
+        var goData = new byte[go.SerializedLength];
+        go.Write(goData);
+        var header = new byte[NbdOptionHeader.Size];
+        new NbdOptionHeader(NbdOption.Go, (uint)goData.Length).Write(header);
+        bytes.AddRange(header);
+        bytes.AddRange(goData);
+        var request = new byte[NbdRequest.Size];
+        new NbdRequest(0, NbdCommand.Read, 1, 0, 590848).Write(request);
+        bytes.AddRange(request);
+        new NbdRequest(0, NbdCommand.Disc, 2, 0, 0).Write(request);
+        bytes.AddRange(request);
+        _ = FuzzTargets.Connection(bytes.ToArray());
+    }
 }
