@@ -13,7 +13,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench e2e certs clean
+.PHONY: all build run test test-deps dist install bench e2e certs fuzz clean
 
 all: build
 
@@ -68,6 +68,12 @@ certs:
 ## The end-to-end proof on a real kernel (QEMU guest, TCG); `make test` runs it too.
 e2e: test-deps dist
 	tests/e2e/run.sh basic
+
+## An AFL++ campaign on a SharpFuzz target: make fuzz FUZZ_TARGET=connection|parsers FUZZ_SECONDS=600
+FUZZ_TARGET  ?= connection
+FUZZ_SECONDS ?= 600
+fuzz:
+	scripts/fuzz.sh $(FUZZ_TARGET) $(FUZZ_SECONDS)
 
 ## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
 bench: dist
