@@ -32,10 +32,13 @@ test: test-deps dist
 	CONFIG=$(CONFIG) scripts/run-tests.sh
 
 ## Native AOT executables: dist/netswapd and dist/netswap (statically linked, runs in a bare initramfs).
+## Linked with gcc even where clang is installed (native AOT prefers clang): the clang-linked static client came out
+## 12 MB instead of 5, which a 32 MB client pays for in RAM when it boots from an initramfs.
+LINKER  ?= gcc
 dist:
-	$(DOTNET) publish src/netswapd -c Release -r $(RID) -p:PublishAot=true -o dist/.netswapd
+	$(DOTNET) publish src/netswapd -c Release -r $(RID) -p:PublishAot=true -p:CppCompilerAndLinker=$(LINKER) -o dist/.netswapd
 	$(DOTNET) publish src/netswap -c Release -r $(RID) -p:PublishAot=true -p:StaticExecutable=true \
-		-p:PositionIndependentExecutable=false -o dist/.netswap
+		-p:PositionIndependentExecutable=false -p:CppCompilerAndLinker=$(LINKER) -o dist/.netswap
 	install -m 0755 dist/.netswapd/netswapd dist/netswapd
 	install -m 0755 dist/.netswap/netswap dist/netswap
 	rm -rf dist/.netswapd dist/.netswap

@@ -13,6 +13,7 @@ target=${1:-connection}
 seconds=${2:-600}
 case $target in connection|parsers) ;; *) echo "fuzz: unknown target '$target' (connection or parsers)" >&2; exit 2 ;; esac
 
+# afl++ brings clang with it; `make dist` links with gcc whatever is installed (see the Makefile).
 if ! command -v afl-fuzz >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq afl++ >/dev/null
