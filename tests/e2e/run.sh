@@ -17,7 +17,7 @@ scenario=${1:-basic}
 read -r -a netswapd <<<"${NETSWAPD:-$top/dist/netswapd}"
 build=${E2E_BUILD:-$here/build}
 region=${E2E_REGION_MIB:-64}
-# 46 MiB locked leaves about 32 MiB usable. netswap attach's reconnect keeper stays resident and locked (about 3 MiB:
+# 46 MiB locked leaves about 32 MiB usable. netswap attach's reconnect keeper stays resident and locked (about 3.5 MiB:
 # the touched pages of the static binary, which in this guest live in the RAM-backed root anyway, and its heap), so
 # the scenarios that run it lock less: the workload gets the same memory, the keeper's share is its own. Since the
 # keeper warms half a MiB of heap before it waits (3.5 MiB resident), 43 left too little: one CI run in about ten ended

@@ -155,10 +155,15 @@ internal static partial class LinuxFile
 
     /// <summary>
     /// Whether the file lives in memory (tmpfs, ramfs): writing to it never waits for a disk or for writeback. A block
-    /// device is never in memory, though its node sits on devtmpfs. x86-64 layouts: statfs.f_type at 0, stat.st_mode at 24.
+    /// device is never in memory, though its node sits on devtmpfs. The structures are read at their x86-64 offsets
+    /// (statfs.f_type at 0, stat.st_mode at 24); elsewhere the answer is false, the safe one (writes may wait).
     /// </summary>
     public static unsafe bool IsMemoryBacked(SafeFileHandle fd)
     {
+        if (RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            return false;
+        }
         var buffer = stackalloc byte[256];
         if (FStat(fd, buffer) != 0 || (*(uint*)(buffer + 24) & 0xF000) == 0x6000 /* S_IFBLK */)
         {

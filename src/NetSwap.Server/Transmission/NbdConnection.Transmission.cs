@@ -137,28 +137,31 @@ internal sealed partial class NbdConnection
         }
         finally
         {
-            if (clean)
+            try
             {
-                try
+                if (clean)
                 {
                     // Replies still gathered go out; from here on every reply is written at once.
                     await _writer.UncorkAsync(abort);
                 }
-                catch (Exception e) when (IsConnectionError(e))
-                {
-                    // Cut meanwhile (a read that failed after its reply header, a reply that could not be sent,
-                    // shutdown): nothing more can go out. The wait below must still happen, or the connection never
-                    // ends (found by AFL++).
-                    clean = false;
-                }
             }
-            if (!clean)
+            catch (Exception e) when (IsConnectionError(e))
             {
-                // The stream is broken: requests still running cannot reply, so stop them rather than wait.
-                await _abort.CancelAsync();
+                // Cut meanwhile (a read that failed after its reply header, a reply that could not be sent, shutdown):
+                // nothing more can go out.
+                clean = false;
+            }
+            finally
+            {
+                if (!clean)
+                {
+                    // The stream is broken: requests still running cannot reply, so stop them rather than wait.
+                    await _abort.CancelAsync();
+                }
+                // Whatever happened above, or the connection never ends (AFL++ found a cut during DISC that skipped it).
+                EndPending();
             }
             // DISC: "the server MUST handle all outstanding requests" before closing.
-            EndPending();
             await _idle.Task;
         }
     }
@@ -201,7 +204,7 @@ internal sealed partial class NbdConnection
                 {
                     // FUA is applied once, after the last piece.
                     var (backend, at, piece) = (_session.Backend, (long)request.Offset + done, chunk.AsMemory(0, n));
-                    errno = await OffLoopAsync(() => backend.Write(at, piece.Span, fua: false), backend.WritesMayWait);
+                    errno = await OffLoopAsync(() => Write(backend, at, piece.Span, fua: false), backend.WritesMayWait);
                 }
                 done += n;
             }
@@ -251,6 +254,23 @@ internal sealed partial class NbdConnection
     /// </summary>
     private ValueTask<int> OffLoopAsync(Func<int> work, bool mayWait) =>
         mayWait && _transport?.Loop.IsCurrentThread == true ? new(Task.Run(work)) : new(work());
+
+    /// <summary>
+    /// Every write of WRITE data to the backend. A write to disk-backed storage is timed: one that only had to copy into
+    /// the page cache is quick, a slow one tells the next small writes to stay off the event loops (FUA writes wait
+    /// for the disk by design and say nothing about throttling).
+    /// </summary>
+    private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, bool fua)
+    {
+        if (!backend.WritesMayWait || fua)
+        {
+            return backend.Write(offset, data, fua);
+        }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
+        var errno = backend.Write(offset, data, fua: false);
+        _context.WriteStalls.Note(started);
+        return errno;
+    }
 
     /// <summary>Requests a receive loop handles on an event loop before it gives way, if its socket never ran dry.</summary>
     private const int RequestsPerTurn = 32;
@@ -308,14 +328,7 @@ internal sealed partial class NbdConnection
                     await ExecuteReadAsync(request, abort);
                     return;
                 case NbdCommand.Write:
-                    // A write that only had to copy into the page cache is quick; a slow one tells the next writes to
-                    // stay off the event loops (FUA writes wait for the disk by design and say nothing about that).
-                    var started = backend.WritesMayWait && !fua ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
-                    errno = backend.Write(offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
-                    if (started != 0)
-                    {
-                        _context.WriteStalls.Note(started);
-                    }
+                    errno = Write(backend, offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
                     if (errno == 0)
                     {
                         Interlocked.Add(ref _bytesWritten, request.Length);
@@ -404,6 +417,8 @@ internal sealed partial class NbdConnection
         var length = (int)request.Length;
         var start = (long)request.Offset;
         var end = start + length;
+        // What is sent from the file: the area's statistics count it, as the buffered paths do (holes are not read).
+        var fromFile = length;
         if (!_session.StructuredReplies)
         {
             await _writer.SendSimpleFromFileAsync(request.Cookie, file, start, length, abort);
@@ -418,23 +433,20 @@ internal sealed partial class NbdConnection
             if (dataStart == end)
             {
                 await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
+                fromFile = 0;
             }
             else if (dataStart > start && (request.Flags & NbdCommandFlags.DontFragment) == 0)
             {
+                fromFile = (int)(end - dataStart);
                 await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, (uint)(dataStart - start), done: false, abort);
-                await _writer.SendOffsetDataFromFileAsync(request.Cookie, file, dataStart, (int)(end - dataStart), done: true, abort);
+                await _writer.SendOffsetDataFromFileAsync(request.Cookie, file, dataStart, fromFile, done: true, abort);
             }
             else
             {
                 await _writer.SendOffsetDataFromFileAsync(request.Cookie, file, start, length, done: true, abort);
-                dataStart = start;
             }
-            // The area's statistics count what was read from the file, as the buffered paths do (holes are not read).
-            backend.OnDirectRead((int)(end - dataStart));
-            Interlocked.Add(ref _bytesRead, length);
-            return;
         }
-        backend.OnDirectRead(length);
+        backend.OnDirectRead(fromFile);
         Interlocked.Add(ref _bytesRead, length);
     }
 

@@ -17,11 +17,12 @@ public static class Ports
     public static int Unused()
     {
         using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        return ((IPEndPoint)BindBelowEphemeralRange(probe).LocalEndPoint!).Port;
+        return BindBelowEphemeralRange(endpoint =>
+        {
+            probe.Bind(endpoint);
+            return endpoint.Port;
+        });
     }
-
-    /// <summary>Binds <paramref name="socket"/> to a free loopback port below the ephemeral range.</summary>
-    public static Socket BindBelowEphemeralRange(Socket socket) => BindBelowEphemeralRange(endpoint => { socket.Bind(endpoint); return socket; });
 
     /// <summary>Runs <paramref name="bind"/> on loopback ports below the ephemeral range until one is free.</summary>
     public static T BindBelowEphemeralRange<T>(Func<IPEndPoint, T> bind)

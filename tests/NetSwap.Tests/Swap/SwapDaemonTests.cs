@@ -14,8 +14,6 @@ public class SwapDaemonTests
 {
     private const long MiB = 1L << 20;
 
-    private static int FreePort() => Ports.Unused();
-
     private static async Task<TestNbdClient> ConnectAsync(int port, string export, string host = "127.0.0.1")
     {
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -120,7 +118,7 @@ public class SwapDaemonTests
     public async Task InetdMode_ServesARealClient()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
-        var port = FreePort();
+        var port = Ports.Unused();
         await using var launcher = DaemonProcess.StartWith(
             ["systemd-socket-activate", "--accept", "--inetd", "-l", $"127.0.0.1:{port}"], "--inetd", "--swap-dir", fs.Path, "--log", "stderr");
         await WaitForListenerAsync(port, launcher);
@@ -135,7 +133,7 @@ public class SwapDaemonTests
     [Fact]
     public async Task InetdMode_RefusesAListeningSocket_WithAClearMessage()
     {
-        var port = FreePort();
+        var port = Ports.Unused();
         await using var launcher = DaemonProcess.StartWith(["systemd-socket-activate", "--inetd", "-l", $"127.0.0.1:{port}"], "--inetd", "--swap", "off", "--log", "stderr");
         await WaitForListenerAsync(port, launcher);
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -147,8 +145,8 @@ public class SwapDaemonTests
     public async Task SocketActivation_WithTwoSockets_ServesRealClientsOnBoth()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
-        var port = FreePort();
-        var second = FreePort();
+        var port = Ports.Unused();
+        var second = Ports.Unused();
         await using var launcher = DaemonProcess.StartWith(["systemd-socket-activate", "-l", $"127.0.0.1:{port}", "-l", $"127.0.0.1:{second}"],
             "--swap-dir", fs.Path, "--swap-size", "64M");
         await WaitForListenerAsync(port, launcher);
@@ -181,7 +179,7 @@ public class SwapDaemonTests
     public async Task OldstyleListener_ServesARealClient_ASwapAreaOfTheDefaultSize()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
-        var port = FreePort();
+        var port = Ports.Unused();
         await using var daemon = DaemonProcess.Start("--listen", "127.0.0.1:0", "--oldstyle-listen", $"127.0.0.1:{port}", "--swap-dir", fs.Path, "--swap-size", "40M");
         await daemon.WaitForPortAsync();
         var info = await ExternalTool.RunOkAsync("nbdinfo", $"nbd://127.0.0.1:{port}");
