@@ -106,14 +106,21 @@ public class ReactorStreamTests
     [InlineData(false)]
     public async Task InlineCompletions_DecideWhereAWaitContinues(bool inline)
     {
-        var (server, client) = await PairAsync();
-        await using var _ = server;
-        await using var __ = client;
-        server.InlineCompletions = inline;
-        var read = ContinuationThreadAsync(server);
-        await Task.Delay(50);
-        await client.WriteAsync(new byte[] { 7 });
-        var thread = await read.WaitAsync(TimeSpan.FromSeconds(10));
+        // Without a synchronization context, as the server's receive loops run: xunit's test context would otherwise
+        // get the continuation whenever every await before the read completed synchronously (a loopback connect does,
+        // and the accept has done so when the test host is slow), and the check would be about xunit, not the stream.
+        var thread = await Task.Run(async () =>
+        {
+            var (server, client) = await PairAsync();
+            await using var _ = server;
+            await using var __ = client;
+            server.InlineCompletions = inline;
+            var read = ContinuationThreadAsync(server);
+            // The read has found the socket empty and waits for the event loop (no sleep needed to get there).
+            Assert.Equal(1, server.Waits);
+            await client.WriteAsync(new byte[] { 7 });
+            return await read.WaitAsync(TimeSpan.FromSeconds(10));
+        });
         Assert.Equal(inline, thread?.StartsWith("netswap-io-", StringComparison.Ordinal) == true);
     }
 
