@@ -39,6 +39,20 @@ public sealed class Lan : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Every IPv6 address a host has now: its ULA and its link-local address (once that has passed duplicate address
+    /// detection, the kernel prefers it for replies to link-local senders, such as a probe to the ff02:: group).
+    /// </summary>
+    public async Task<List<string>> Addresses6Async(string host)
+    {
+        var result = await ExternalTool.RunAsync("ip", ["-n", Namespace(host), "-6", "-o", "addr", "show"]);
+        Assert.True(result.ExitCode == 0, result.All);
+        return [.. result.Stdout.Split('\n')
+            .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Select(words => Array.IndexOf(words, "inet6") is var i and >= 0 && i + 1 < words.Length ? words[i + 1].Split('/')[0] : null)
+            .OfType<string>()];
+    }
+
     private static async Task IpAsync(string command)
     {
         var result = await ExternalTool.RunAsync("ip", command.Split(' '));
