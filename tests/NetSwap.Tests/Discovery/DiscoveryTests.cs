@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
@@ -33,13 +34,17 @@ public class DiscoveryTests
         Assert.True(longNames.Size <= DiscoveryProtocol.ProbeSize, "a reply can never be larger than a probe");
     }
 
-    private static async Task<byte[]?> AskAsync(int port, byte[] datagram, string source = "127.0.0.1")
+    /// <summary>
+    /// Sends one datagram and waits for the answer: <paramref name="waitMs"/> long enough for a busy test host where
+    /// an answer is expected, short where silence is (the responder answers in microseconds when it answers at all).
+    /// </summary>
+    private static async Task<byte[]?> AskAsync(int port, byte[] datagram, string source = "127.0.0.1", int waitMs = 400)
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         socket.Bind(new IPEndPoint(IPAddress.Parse(source), 0));
         await socket.SendToAsync(datagram, new IPEndPoint(IPAddress.Loopback, port));
         var buffer = new byte[4096];
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(400));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(waitMs));
         try
         {
             var received = await socket.ReceiveFromAsync(buffer, SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), timeout.Token);
@@ -70,7 +75,7 @@ public class DiscoveryTests
             (client, probe) => DiscoveryAnswer.Build(client, probe, server.Server, catalog, (ushort)server.Port, "0.1.0", "test-server"));
         var port = ((IPEndPoint)responder.Sockets[0].LocalEndPoint!).Port;
 
-        var answer = await AskAsync(port, Probe(id: 42));
+        var answer = await AskAsync(port, Probe(id: 42), waitMs: 10_000);
         Assert.NotNull(answer);
         Assert.True(answer!.Length <= DiscoveryProtocol.ProbeSize);
         Assert.True(DiscoveryReply.TryRead(answer, out var reply));
@@ -94,25 +99,36 @@ public class DiscoveryTests
         // 20 probes at once from one address: the burst of 10 is answered, the rest is not.
         using var flood = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         flood.Bind(new IPEndPoint(IPAddress.Parse("127.0.0.77"), 0));
+        var ignoredBefore = responder.Ignored;
+        var sending = Stopwatch.StartNew();
         for (var i = 0; i < 20; i++)
         {
             await flood.SendToAsync(Probe(id: (uint)i), new IPEndPoint(IPAddress.Loopback, port));
         }
+        // Answers are collected until none has come for half a second (a busy host may take a while to answer at all).
         var answered = 0;
-        using var window = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
-        try
+        var lastAnswer = TimeSpan.Zero;
+        while (sending.Elapsed < TimeSpan.FromSeconds(20))
         {
-            while (true)
+            using var quiet = new CancellationTokenSource(TimeSpan.FromMilliseconds(500));
+            try
             {
-                await flood.ReceiveFromAsync(new byte[512], SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), window.Token);
+                await flood.ReceiveFromAsync(new byte[512], SocketFlags.None, new IPEndPoint(IPAddress.Any, 0), quiet.Token);
                 answered++;
+                lastAnswer = sending.Elapsed;
+            }
+            catch (OperationCanceledException)
+            {
+                break;
             }
         }
-        catch (OperationCanceledException)
-        {
-        }
-        Assert.InRange(answered, 10, 13);   // a burst of 10, plus what 5 a second refills while the probes go out
-        Assert.True(responder.Ignored >= 7 + 5);
+        // A burst of 10, plus what 5 a second refill while the responder works through the probes (normally well
+        // under a tenth of a second, so 10 or 11; a stalled host gets the refill of its stall and no more).
+        var refill = (int)Math.Ceiling(lastAnswer.TotalSeconds * 5);
+        Assert.InRange(answered, 10, 11 + refill);
+        Assert.True(answered < 20, "no probe of the flood was held back");
+        // The rest were seen and ignored (at least: a late count of the bad probes above may land here too).
+        Assert.True(responder.Ignored - ignoredBefore >= 20 - answered, $"{answered} answered, {responder.Ignored - ignoredBefore} ignored");
     }
 
     [Fact]

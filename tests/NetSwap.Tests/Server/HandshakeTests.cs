@@ -99,14 +99,15 @@ public class HandshakeTests
     [Fact]
     public async Task StalledClient_TimesOut_AndOthersAreUnaffected()
     {
-        await using var server = await ServerHarness.StartAsync(o => o.HandshakeTimeout = TimeSpan.FromMilliseconds(400), ("disk", 1 << 20, false));
+        // Long enough for the good client's whole handshake on a busy test host (the limit applies to it too).
+        await using var server = await ServerHarness.StartAsync(o => o.HandshakeTimeout = TimeSpan.FromMilliseconds(1500), ("disk", 1 << 20, false));
         await using var stalled = await server.ConnectAsync();
         await stalled.ReadGreetingAsync();
         await stalled.WriteAsync(new byte[] { 0, 0 }); // half the client flags, then nothing
         await using var good = await server.ConnectAsync();
         await good.StartAsync();
         await good.GoAsync("disk");
-        Assert.True(await stalled.IsClosedAsync(TimeSpan.FromSeconds(5)));
+        Assert.True(await stalled.IsClosedAsync(TimeSpan.FromSeconds(15)));
         Assert.True(await server.Log.WaitForAsync("handshake timed out"));
         Assert.Equal(NbdError.None, (await good.RequestAsync(NbdCommand.Read, 0, 4096)).Error);
     }
