@@ -11,6 +11,7 @@ namespace NetSwap.Tests.Discovery;
 
 /// <summary>The discovery protocol: messages, the responder's rules (no amplification, no reply to strangers), and
 /// real discovery across a bridged LAN of network namespaces with two servers and two clients.</summary>
+[Collection(nameof(TimingCollection))]
 public class DiscoveryTests
 {
     private const long MiB = 1L << 20;

@@ -10,6 +10,7 @@ namespace NetSwap.Tests.Server;
 /// throttles writers (dirty pages outrunning the disk), they must move off it, or every client of that loop waits
 /// through each pause.
 /// </summary>
+[Collection(nameof(TimingCollection))]
 public class WriteStallTests
 {
     [Fact]
