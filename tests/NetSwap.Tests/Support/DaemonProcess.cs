@@ -51,7 +51,7 @@ public sealed partial class DaemonProcess : IAsyncDisposable
         var control = "";
         if (!args.Contains("--control-socket") && !args.Contains("--help") && !args.Contains("--version"))
         {
-            control = Path.Combine(Directory.CreateTempSubdirectory("netswap-ctl-").FullName, "netswapd.sock");
+            control = Path.Combine(Scratch.Directory("netswap-ctl-"), "netswapd.sock");
             args = [.. args, "--control-socket", control];
         }
         var start = new ProcessStartInfo(wrapper is null ? "dotnet" : wrapper[0])

@@ -27,7 +27,7 @@ public sealed class TestCertificates
 
     private static async Task<TestCertificates> CreateAsync()
     {
-        var root = Directory.CreateTempSubdirectory("netswap-certs-").FullName;
+        var root = Scratch.Directory("netswap-certs-");
         var made = await ExternalTool.RunAsync(Script, [Path.Combine(root, "site"), "--server-name", "netswap.test", "--client", "pc01", "--client", "pc02"]);
         Assert.True(made.ExitCode == 0, made.All);
         var other = await ExternalTool.RunAsync(Script, [Path.Combine(root, "other"), "--server-name", "elsewhere", "--client", "rogue"]);

@@ -29,7 +29,7 @@ public class RevocationTests
     public async Task RevokedClient_IsRefused_OthersAreNot()
     {
         var certs = await TestCertificates.GetAsync();
-        var dir = Directory.CreateTempSubdirectory("netswap-crl-").FullName;
+        var dir = Scratch.Directory("netswap-crl-");
         foreach (var file in Directory.GetFiles(certs.ServerDirectory))
         {
             File.Copy(file, Path.Combine(dir, Path.GetFileName(file)));
@@ -50,7 +50,7 @@ public class RevocationTests
     public async Task ListSignedByAnotherCa_IsRefusedAtLoad()
     {
         var certs = await TestCertificates.GetAsync();
-        var crl = Path.Combine(Directory.CreateTempSubdirectory("netswap-crl-").FullName, "ca-crl.pem");
+        var crl = Path.Combine(Scratch.Directory("netswap-crl-"), "ca-crl.pem");
         await File.WriteAllTextAsync(crl, Crl(Path.Combine(certs.Root, "other", "ca"), Path.Combine(certs.Rogue, "client-cert.pem")));
         var e = Assert.Throws<IOException>(() => TlsConfiguration.Load(TlsMode.Require, certs.ServerDirectory, null, null, null, true, null, new HashSet<string>(), crl));
         Assert.Contains("not issued by the configured CA", e.Message);

@@ -9,7 +9,7 @@ public class TlsReloadTests
     public async Task Sighup_ReloadsTheFingerprintFile_AndTheServerCertificate()
     {
         var certs = await TestCertificates.GetAsync();
-        var dir = Directory.CreateTempSubdirectory("netswap-tlsreload-").FullName;
+        var dir = Scratch.Directory("netswap-tlsreload-");
         var fingerprints = Path.Combine(dir, "fingerprints");
         File.Copy(certs.FingerprintsFileWith("pc01"), fingerprints);
         var serverDir = Path.Combine(dir, "server");
