@@ -75,7 +75,7 @@ public class SwapAreaTests
         Assert.Equal((ulong)(16 * MiB), client.ExportSize);
         await client.RequestAsync(NbdCommand.Write, 8192, 4096, payload: Pattern(4096, 1));
         await client.DisposeAsync();   // as a killed client: no NBD_CMD_DISC
-        Assert.True(await fs.WaitForUsedAsync(u => u <= before, TimeSpan.FromSeconds(1)));
+        Assert.True(await fs.WaitForUsedAsync(u => u <= before, TimeSpan.FromSeconds(5)));
         Assert.True(await server.Log.WaitForAsync("no token, no grace"));
     }
 
@@ -105,7 +105,7 @@ public class SwapAreaTests
         }
         Assert.Equal(0, server.Registry.Committed);
         Assert.Empty(server.Registry.Snapshot());
-        Assert.True(await fs.WaitForUsedAsync(u => u <= before, TimeSpan.FromSeconds(2)));
+        Assert.True(await fs.WaitForUsedAsync(u => u <= before, TimeSpan.FromSeconds(5)));
     }
 
     [Fact]
