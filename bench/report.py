@@ -14,9 +14,8 @@ rows = defaultdict(list)
 for line in open(path):
     fields = line.rstrip("\n").split("\t")
     medium, server, name, rnd = fields[:4]
-    # iops, MiB/s, mean and p99 latency; then fio's CPU % and the server's CPU µs per request (nan where not measured).
-    values = [float(v) for v in fields[4:]] + [float("nan")] * (10 - len(fields))
-    rows[(medium, name, server)].append(tuple(values))
+    # iops, MiB/s, mean and p99 latency, fio's CPU %, the server's CPU µs per request ("nan" where not measured).
+    rows[(medium, name, server)].append(tuple(float(v) for v in fields[4:]))
 
 servers = ["netswapd", "nbdkit", "nbd-server", "qemu-nbd"]
 media = sorted({k[0] for k in rows}, key=lambda m: ["tmpfs", "disk"].index(m) if m in ("tmpfs", "disk") else 9)

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Access;

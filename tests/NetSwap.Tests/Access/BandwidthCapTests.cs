@@ -28,8 +28,8 @@ public class BandwidthCapTests
         // Prime: spend the bucket's saved-up burst, so what is timed is the steady rate.
         await client.RequestAsync(NbdCommand.Write, 0, (uint)block.Length, payload: block);
         // The cap must hold in every trial: never more than 10 % above it. That it is not a tighter throttle than
-        // asked (at least 90 %) needs a machine that lets the server run: the best of three trials must reach it,
-        // which a loaded CI host (other test classes run in parallel) still allows where one trial may not.
+        // asked (at least 90 %) needs a machine that lets the server run: the best of three trials must reach it, as
+        // one trial on a host busy with something else may not.
         var best = 0.0;
         for (var trial = 0; trial < 3 && best < rate * 0.9; trial++)
         {
