@@ -3,12 +3,12 @@
 # same image; Debian's fio with its nbd engine (libnbd) drives each in turn, round after round, so that all servers
 # see the same machine state. Reports medians and ratios to nbdkit in docs/performance.md (or $BENCH_OUT).
 #
-#   bench/run.sh                         all workloads, image on tmpfs and on disk, 3 rounds of 5 s
-#   ROUNDS=5 RUNTIME=10 bench/run.sh     longer
+#   bench/run.sh                         all workloads, image on tmpfs and on disk, 5 rounds of 5 s
+#   ROUNDS=7 RUNTIME=10 bench/run.sh     longer
 #   MEDIA=tmpfs bench/run.sh             one medium only
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 RUNTIME=${RUNTIME:-5}
 MEDIA=${MEDIA:-"tmpfs disk"}
 SIZE_MB=${SIZE_MB:-1024}
