@@ -105,7 +105,8 @@ internal static class CommandLine
         text.AppendLine("  readonly = false");
         text.AppendLine("  description = \"text shown to clients\"");
         text.AppendLine();
-        text.AppendLine("Signals: SIGTERM/SIGINT stop accepting, finish requests in flight and exit 0.");
+        text.AppendLine("Signals: SIGTERM/SIGINT stop accepting, finish requests in flight and exit 0. SIGHUP reloads the");
+        text.AppendLine("configuration (access rules, limits, client list, TLS credentials), even when started under nohup.");
         text.AppendLine("Exit status: 0 success, 1 runtime or configuration error, 2 usage error.");
         return text.ToString();
     }

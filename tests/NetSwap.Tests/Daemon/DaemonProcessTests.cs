@@ -92,6 +92,38 @@ public class DaemonProcessTests
         Directory.Delete(dir, true);
     }
 
+    /// <summary>
+    /// nohup starts a program with SIGHUP ignored, and a disposition of "ignore" survives exec; .NET installs no handler
+    /// for an ignored signal, so without SignalDispositions a daemon started under nohup never reloaded.
+    /// </summary>
+    [Fact]
+    public async Task Sighup_Reloads_EvenWhenStartedUnderNohup()
+    {
+        var image = Path.Combine(Scratch.Directory("netswapd-nohup-"), "disk.img");
+        await using (var f = File.Create(image))
+        {
+            f.SetLength(1 << 20);
+        }
+        await using var daemon = DaemonProcess.StartWith(["nohup"], "--listen", "127.0.0.1:0", "--export", $"disk={image}", "--swap", "off");
+        await daemon.WaitForPortAsync();
+        var status = await File.ReadAllTextAsync($"/proc/{daemon.Pid}/status");
+        Assert.False(NetSwap.Daemon.SignalDispositions.IsIgnored(1, status), status);
+
+        daemon.Signal(1);
+        Assert.True(await daemon.WaitForLogAsync("configuration reloaded"), daemon.Stderr);
+        Assert.False(daemon.HasExited);
+    }
+
+    [Theory]
+    [InlineData("Name:\tnetswapd\nSigIgn:\t0000000000001007\nSigCgt:\t0\n", 1, true)]
+    [InlineData("Name:\tnetswapd\nSigIgn:\t0000000000001006\nSigCgt:\t1\n", 1, false)]
+    [InlineData("SigIgn:\t0000000000004000\n", 15, true)]
+    [InlineData("SigIgn:\t0000000000004000\n", 14, false)]
+    [InlineData("no such line\n", 1, false)]
+    [InlineData("", 1, false)]
+    public void SignalDispositions_ReadTheIgnoredMask(string status, int signal, bool ignored) =>
+        Assert.Equal(ignored, NetSwap.Daemon.SignalDispositions.IsIgnored(signal, status));
+
     [Fact]
     public async Task CheckConfig_ValidatesWithoutServing()
     {
