@@ -13,20 +13,19 @@ internal static partial class SignalDispositions
 {
     public const int SigHup = 1;
 
-    private static readonly nint SigDfl = 0;
+    private const nint SigDfl = 0;
 
-    [LibraryImport("libc", EntryPoint = "signal", SetLastError = true)]
+    [LibraryImport("libc", EntryPoint = "signal")]
     private static partial nint Signal(int signal, nint handler);
 
-    /// <summary>Sets <paramref name="signal"/> back to its default disposition if it is ignored; says whether it was.</summary>
-    public static bool Unignore(int signal)
+    /// <summary>Sets <paramref name="signal"/> back to its default disposition if it is ignored (and only then: a
+    /// handler the runtime installed must stay).</summary>
+    public static void Unignore(int signal)
     {
-        if (!IsIgnored(signal, ReadStatus()))
+        if (IsIgnored(signal, ReadStatus()))
         {
-            return false;
+            Signal(signal, SigDfl);
         }
-        Signal(signal, SigDfl);
-        return true;
     }
 
     /// <summary>Whether the SigIgn mask of /proc/self/status (hex; bit N-1 is signal N) has <paramref name="signal"/>.</summary>
@@ -49,12 +48,9 @@ internal static partial class SignalDispositions
         {
             return File.ReadAllText("/proc/self/status");
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return null;
-        }
-        catch (UnauthorizedAccessException)
-        {
+            // No /proc (a bare chroot): the disposition stays as it was given.
             return null;
         }
     }
