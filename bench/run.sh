@@ -13,12 +13,8 @@ RUNTIME=${RUNTIME:-5}
 MEDIA=${MEDIA:-"tmpfs disk"}
 SIZE_MB=${SIZE_MB:-1024}
 OUT=${BENCH_OUT:-docs/performance.md}
-NETSWAPD=${NETSWAPD:-dist/netswapd}
-PY=/usr/bin/python3
-for tool in fio nbdkit nbd-server qemu-nbd "$PY"; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool missing (make test-deps installs it)" >&2; exit 1; }
-done
-[ -x "$NETSWAPD" ] || { echo "bench: $NETSWAPD missing (make dist)" >&2; exit 1; }
+. bench/lib.sh
+bench_require bench fio nbdkit nbd-server qemu-nbd
 
 work=$(mktemp -d /tmp/netswap-bench.XXXXXX)
 results="$work/results.tsv"

@@ -12,12 +12,8 @@ CLIENTS=${CLIENTS:-200}
 SIZE_MB=${SIZE_MB:-16}
 RUNTIME=${RUNTIME:-10}
 ROUNDS=${ROUNDS:-3}
-NETSWAPD=${NETSWAPD:-dist/netswapd}
-PY=/usr/bin/python3
-for tool in fio nbdkit "$PY"; do
-  command -v "$tool" >/dev/null || { echo "swapload: $tool missing (make test-deps installs it)" >&2; exit 1; }
-done
-[ -x "$NETSWAPD" ] || { echo "swapload: $NETSWAPD missing (make dist)" >&2; exit 1; }
+. bench/lib.sh
+bench_require swapload fio nbdkit
 ulimit -n "$(ulimit -Hn)"
 
 work=$(mktemp -d /tmp/netswap-swapload.XXXXXX)
