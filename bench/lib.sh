@@ -12,3 +12,17 @@ bench_require() {
   done
   [ -x "$NETSWAPD" ] || { echo "$script: $NETSWAPD missing (make dist)" >&2; exit 1; }
 }
+
+# wait_port PORT...: until something accepts on each 127.0.0.1:PORT (5 s each), or a message naming the port and
+# status 1 (the scripts run under set -e: they stop there).
+wait_port() {
+  local port
+  for port in "$@"; do
+    for _ in $(seq 1 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue 2
+      sleep 0.05
+    done
+    echo "bench: nothing listening on $port" >&2
+    return 1
+  done
+}

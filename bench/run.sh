@@ -39,15 +39,6 @@ workloads=(
 servers=(netswapd nbdkit nbd-server qemu-nbd)
 port_of() { case $1 in netswapd) echo 19572;; nbdkit) echo 19573;; nbd-server) echo 19574;; qemu-nbd) echo 19575;; esac; }
 
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: nothing listening on $1" >&2
-  return 1
-}
-
 # CPU time of each server, children and threads included: each runs in a cgroup of its own (cgroup v1 cpuacct, or v2
 # cpu.stat), so a row can say how much CPU the server spent per request. Where neither can be made, the column says n/a.
 cg_root=""

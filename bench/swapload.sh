@@ -32,9 +32,7 @@ trap cleanup EXIT
 pids+=($!)
 TMPDIR="$area/nbdkit" nbdkit -f -p 19583 -i 127.0.0.1 tmpdisk size="${SIZE_MB}M" 2>"$work/nbdkit.log" &
 pids+=($!)
-for port in 19582 19583; do
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-done
+wait_port 19582 19583
 
 jobfile() {   # server port
   echo "[global]"

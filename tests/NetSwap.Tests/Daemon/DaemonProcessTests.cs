@@ -107,9 +107,9 @@ public class DaemonProcessTests
         await using var daemon = DaemonProcess.StartWith(["nohup"], "--listen", "127.0.0.1:0", "--export", $"disk={image}", "--swap", "off");
         await daemon.WaitForPortAsync();
         var status = await File.ReadAllTextAsync($"/proc/{daemon.Pid}/status");
-        Assert.False(NetSwap.Daemon.SignalDispositions.IsIgnored(1, status), status);
+        Assert.False(NetSwap.Daemon.SignalDispositions.IsIgnored(NetSwap.Daemon.SignalDispositions.SigHup, status), status);
 
-        daemon.Signal(1);
+        daemon.Signal(NetSwap.Daemon.SignalDispositions.SigHup);
         Assert.True(await daemon.WaitForLogAsync("configuration reloaded"), daemon.Stderr);
         Assert.False(daemon.HasExited);
     }

@@ -28,12 +28,9 @@ internal static class Scratch
             {
                 System.IO.Directory.Delete(path, recursive: true);
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 // Best effort at exit: a file still open or a mount left by a failed test.
-            }
-            catch (UnauthorizedAccessException)
-            {
             }
         }
     }
