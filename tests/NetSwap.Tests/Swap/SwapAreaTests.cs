@@ -98,11 +98,15 @@ public class SwapAreaTests
             socket.LingerState = new System.Net.Sockets.LingerOption(true, 0);
             await client.DisposeAsync();
         }
+        // Every connection was accepted (each got its greeting), but the server may not have read the last GOs yet:
+        // Committed can read 0 before their areas exist. Wait until all connections have ended and their areas with them.
         var deadline = DateTime.UtcNow.AddSeconds(5);
-        while (server.Registry.Committed != 0 && DateTime.UtcNow < deadline)
+        while ((server.Server.ConnectionCount != 0 || server.Registry.Committed != 0 || server.Registry.Snapshot().Count != 0)
+               && DateTime.UtcNow < deadline)
         {
             await Task.Delay(20);
         }
+        Assert.Equal(0, server.Server.ConnectionCount);
         Assert.Equal(0, server.Registry.Committed);
         Assert.Empty(server.Registry.Snapshot());
         Assert.True(await fs.WaitForUsedAsync(u => u <= before, TimeSpan.FromSeconds(5)));
