@@ -566,8 +566,20 @@ public class CacheProbeTests
             File.WriteAllBytes(path, new byte[1 << 20]);
             using var handle = File.OpenHandle(path, FileMode.Open, FileAccess.ReadWrite);
             Assert.Equal(0, NetSwap.Server.Exports.LinuxFile.DataSync(handle));
-            Assert.Equal(0, PosixFadvise(handle, 0, 0, 4 /* POSIX_FADV_DONTNEED */));
-            Assert.False(NetSwap.Server.Exports.LinuxFile.LikelyCached(handle, 512 * 1024, 4096));
+            // Dropping is best effort: the kernel keeps a page something still holds for a moment (a per-CPU LRU batch,
+            // say), and a CI run with the other test classes busy once found the page still cached. Ask again until
+            // it has gone; a probe that always answered "cached" still fails here.
+            var cached = true;
+            for (var attempt = 0; attempt < 50 && cached; attempt++)
+            {
+                if (attempt > 0)
+                {
+                    Thread.Sleep(20);
+                }
+                Assert.Equal(0, PosixFadvise(handle, 0, 0, 4 /* POSIX_FADV_DONTNEED */));
+                cached = NetSwap.Server.Exports.LinuxFile.LikelyCached(handle, 512 * 1024, 4096);
+            }
+            Assert.False(cached);
             var page = new byte[4096];
             Assert.Equal(0, NetSwap.Server.Exports.LinuxFile.ReadExactly(handle, page, 512 * 1024));
             Assert.True(NetSwap.Server.Exports.LinuxFile.LikelyCached(handle, 512 * 1024, 4096));
