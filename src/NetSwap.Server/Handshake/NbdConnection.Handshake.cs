@@ -327,7 +327,7 @@ internal sealed partial class NbdConnection
         _reader.Dispose();
         _reader = new NbdStreamReader(ssl);
         _writer.Dispose();
-        _writer = new ReplyWriter(ssl);
+        _writer = new ReplyWriter(ssl, _context.Options.ReplyWriterHeld);
         _tls = true;
         _structuredReplies = false;
         ConnectionLog.TlsEstablished(_logger, Id, Client, ssl.SslProtocol.ToString(), ssl.NegotiatedCipherSuite.ToString(), subject ?? "(no client certificate)", fingerprint ?? "-");

@@ -38,7 +38,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         _stream = stream;
         _transport = stream as ReactorStream;
         _reader = new NbdStreamReader(stream);
-        _writer = new ReplyWriter(stream);
+        _writer = new ReplyWriter(stream, context.Options.ReplyWriterHeld);
         Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress, address);
     }
 

@@ -12,6 +12,12 @@ internal sealed class NbdServerOptions
     /// <summary>After SIGTERM, how long requests in flight may take before connections are cut.</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
     public TcpTuning Tcp { get; } = new();
+
+    /// <summary>
+    /// A fault seam for tests: awaited by every reply right after it has taken the connection's reply writer, so a test
+    /// can hold the writer while the receive loop goes on (null in production).
+    /// </summary>
+    internal Func<ValueTask>? ReplyWriterHeld { get; set; }
 }
 
 /// <summary>TCP settings applied to every accepted socket, so a vanished peer surfaces as a socket error in bounded time.</summary>

@@ -666,6 +666,7 @@ internal sealed partial class NbdConnection
     /// <summary>The event loop is going to sleep: the spare goes back to the pool, cleared.</summary>
     public void OnLoopIdle()
     {
+        _transport?.Loop.AssertOnLoop("a connection's spare-buffer flag");
         _spareQueued = false;
         ReleaseSpare();
     }

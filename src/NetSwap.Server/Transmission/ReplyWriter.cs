@@ -43,9 +43,13 @@ internal sealed class ReplyWriter : IDisposable
     // The gathered reply's header (used under the lock only).
     private readonly byte[] _gatherHeader = new byte[32];
 
-    public ReplyWriter(Stream stream)
+    // NbdServerOptions.ReplyWriterHeld (tests only).
+    private readonly Func<ValueTask>? _held;
+
+    public ReplyWriter(Stream stream, Func<ValueTask>? held = null)
     {
         _stream = stream;
+        _held = held;
         _socket = stream as Transport.ReactorStream;
     }
 
@@ -135,6 +139,10 @@ internal sealed class ReplyWriter : IDisposable
         await _lock.WaitAsync(cancellationToken);
         try
         {
+            if (_held is not null)
+            {
+                await _held();
+            }
             await WriteLockedAsync(header, headerLength, data, cancellationToken);
         }
         finally

@@ -32,17 +32,44 @@ internal sealed unsafe class EventLoop
     private List<IIdleWork> _idleWork = [];
     private List<IIdleWork> _idleRunning = [];
 
-    // Continuations that gave way to other sockets (Yield), run after the current batch of events (loop thread only).
+    // Continuations that gave way to other sockets (Yield), run after the current batch of events. Loop thread only:
+    // work from any other thread arrives through Post, never here directly.
     private List<Action> _ready = [];
     private List<Action> _readyRunning = [];
+
+    // Work handed to this loop by other threads (Post): taken under _postGate, run on the loop's thread; the eventfd
+    // wakes a loop asleep in epoll_wait. _wakeArmed keeps it to one write per sleep (cleared by the loop before it drains).
+    private readonly Lock _postGate = new();
+    private List<Action> _posted = [];
+    private List<Action> _postedRunning = [];
+    private readonly int _wakeFd;
+    private int _wakeArmed;
+    private const ulong WakeKey = ulong.MaxValue;
 
     [ThreadStatic]
     private static EventLoop? t_current;
 
     /// <summary>
-    /// Lets the other sockets of this loop have their turn: the caller continues after the events already waiting have
-    /// been handled. For code running on the loop's thread only (the receive loop of a client that never lets its
-    /// socket run dry would otherwise keep the thread to itself).
+    /// Whether loop-owned state is checked to be touched on its loop's thread only (the test project turns this switch
+    /// on; a violation ends the process with a message, as a failed assertion would). Off in production: the checks cost
+    /// a thread-static read each.
+    /// </summary>
+    internal static readonly bool CheckAffinity =
+        AppContext.TryGetSwitch("NetSwap.EventLoop.CheckAffinity", out var check) && check;
+
+    /// <summary>Fails the process when loop-owned state is touched from another thread (under <see cref="CheckAffinity"/>).</summary>
+    public void AssertOnLoop(string what)
+    {
+        if (CheckAffinity && t_current != this)
+        {
+            Environment.FailFast($"netswapd: {what} used off its event loop's thread ({Environment.CurrentManagedThreadId})");
+        }
+    }
+
+    /// <summary>
+    /// Lets the other sockets of this loop have their turn: the caller continues on the loop's thread after the events
+    /// already waiting have been handled. Safe from any thread: awaited off the loop (a continuation that resumed on the
+    /// thread pool), it brings the caller back to the loop through <see cref="Post"/>, which wakes it.
     /// </summary>
     public YieldAwaitable Yield() => new(this);
 
@@ -54,14 +81,76 @@ internal sealed unsafe class EventLoop
         {
         }
 
-        public void OnCompleted(Action continuation) => loop._ready.Add(continuation);
-        public void UnsafeOnCompleted(Action continuation) => loop._ready.Add(continuation);
+        public void OnCompleted(Action continuation) => loop.Schedule(continuation);
+        public void UnsafeOnCompleted(Action continuation) => loop.Schedule(continuation);
+    }
+
+    /// <summary>Runs <paramref name="work"/> on this loop soon: after the current batch on the loop's thread, else by Post.</summary>
+    public void Schedule(Action work)
+    {
+        if (t_current == this)
+        {
+            _ready.Add(work);
+        }
+        else
+        {
+            Post(work);
+        }
+    }
+
+    /// <summary>Hands <paramref name="work"/> to this loop from any thread; the loop wakes if it sleeps.</summary>
+    public void Post(Action work)
+    {
+        lock (_postGate)
+        {
+            _posted.Add(work);
+        }
+        if (t_current != this && Interlocked.Exchange(ref _wakeArmed, 1) == 0)
+        {
+            Wake();
+        }
+    }
+
+    private void Wake()
+    {
+        ulong one = 1;
+        // EAGAIN only when the counter is near overflow: the loop is awake and has not drained it yet.
+        SocketCalls.Write(_wakeFd, &one, sizeof(ulong));
+    }
+
+    private void RunPosted()
+    {
+        Volatile.Write(ref _wakeArmed, 0);
+        ulong drained;
+        SocketCalls.Read(_wakeFd, &drained, sizeof(ulong));
+        lock (_postGate)
+        {
+            (_posted, _postedRunning) = (_postedRunning, _posted);
+        }
+        RunAll(_postedRunning);
+    }
+
+    private bool HasPosted
+    {
+        get
+        {
+            lock (_postGate)
+            {
+                return _posted.Count > 0;
+            }
+        }
     }
 
     private void RunReady()
     {
+        AssertOnLoop("the ready list");
         (_ready, _readyRunning) = (_readyRunning, _ready);
-        foreach (var continuation in _readyRunning)
+        RunAll(_readyRunning);
+    }
+
+    private static void RunAll(List<Action> work)
+    {
+        foreach (var continuation in work)
         {
             try
             {
@@ -72,7 +161,7 @@ internal sealed unsafe class EventLoop
                 ReportBug(e);
             }
         }
-        _readyRunning.Clear();
+        work.Clear();
     }
 
     /// <summary>Whether the calling thread is this loop's thread.</summary>
@@ -82,10 +171,15 @@ internal sealed unsafe class EventLoop
     /// Has <paramref name="work"/> run on this loop's thread the next time it has nothing to do and is about to sleep
     /// (call it from the loop's thread; queue each piece of work once until it has run).
     /// </summary>
-    public void WhenIdle(IIdleWork work) => _idleWork.Add(work);
+    public void WhenIdle(IIdleWork work)
+    {
+        AssertOnLoop("the idle-work list");
+        _idleWork.Add(work);
+    }
 
     private void RunIdleWork()
     {
+        AssertOnLoop("the idle-work list");
         (_idleWork, _idleRunning) = (_idleRunning, _idleWork);
         foreach (var work in _idleRunning)
         {
@@ -121,6 +215,18 @@ internal sealed unsafe class EventLoop
             throw new IOException($"epoll_create1 failed: {Marshal.GetPInvokeErrorMessage(Marshal.GetLastPInvokeError())}");
         }
         _spinTicks = (long)(spin.TotalSeconds * Stopwatch.Frequency);
+        _wakeFd = SocketCalls.CreateEventFd();
+        var wake = new SocketCalls.EpollEvent { Events = SocketCalls.EpollIn, Data = WakeKey };
+        if (_wakeFd < 0 || SocketCalls.EpollCtl(_epoll, SocketCalls.EpollCtlAdd, _wakeFd, &wake) < 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            _ = SocketCalls.Close(_epoll);
+            if (_wakeFd >= 0)
+            {
+                _ = SocketCalls.Close(_wakeFd);
+            }
+            throw new IOException($"eventfd for the event loop failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+        }
         var thread = new Thread(Run, maxStackSize: 256 * 1024) { IsBackground = true, Name = $"netswap-io-{index}" };
         thread.UnsafeStart();
     }
@@ -192,6 +298,13 @@ internal sealed unsafe class EventLoop
         while (true)
         {
             var spinning = _ready.Count > 0 || (_spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks);
+            if (!spinning && HasPosted)
+            {
+                // Posted while this thread was busy (the poster saw the wake armed and did not write): run it now.
+                RunPosted();
+                lastBusy = Stopwatch.GetTimestamp();
+                continue;
+            }
             if (!spinning && _idleWork.Count > 0)
             {
                 RunIdleWork();
@@ -219,6 +332,11 @@ internal sealed unsafe class EventLoop
             for (var i = 0; i < n; i++)
             {
                 var key = events[i].Data;
+                if (key == WakeKey)
+                {
+                    RunPosted();
+                    continue;
+                }
                 var slot = (int)(uint)key;
                 if (slot >= entries.Length)
                 {

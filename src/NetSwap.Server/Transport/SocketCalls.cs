@@ -101,6 +101,24 @@ internal static unsafe partial class SocketCalls
     [LibraryImport("libc", EntryPoint = "close")]
     public static partial int Close(int fd);
 
+    private const int EfdNonBlock = 0x800;
+    private const int EfdCloexec = 0x80000;
+
+    [LibraryImport("libc", EntryPoint = "eventfd", SetLastError = true)]
+    private static partial int EventFd(uint initial, int flags);
+
+    /// <summary>A non-blocking eventfd: how another thread wakes an event loop asleep in epoll_wait.</summary>
+    public static int CreateEventFd() => EventFd(0, EfdNonBlock | EfdCloexec);
+
+    [LibraryImport("libc", EntryPoint = "write", SetLastError = true)]
+    public static partial nint Write(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "read", SetLastError = true)]
+    public static partial nint Read(int fd, void* buffer, nuint count);
+
+    [LibraryImport("libc", EntryPoint = "epoll_ctl", SetLastError = true)]
+    public static partial int EpollCtl(int epfd, int op, int fd, EpollEvent* ev);
+
     /// <summary>Blocks until the descriptor is ready for <paramref name="events"/> (the synchronous Stream methods only).</summary>
     public static void WaitReady(SafeHandle handle, short events)
     {

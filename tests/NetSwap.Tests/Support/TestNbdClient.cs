@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using System.Text;
 using NetSwap.Protocol.Nbd;
 
@@ -14,7 +15,8 @@ public sealed record TestReply(ulong Cookie, NbdError Error, byte[] Data, string
 public sealed class TestNbdClient : IAsyncDisposable
 {
     private Stream _stream;
-    private readonly Dictionary<ulong, (uint Length, ulong Offset)> _reads = [];
+    // Concurrent: a pipelining test sends from one task and reads replies on another.
+    private readonly ConcurrentDictionary<ulong, (uint Length, ulong Offset)> _reads = new();
     private ulong _nextCookie = 1;
 
     public TestNbdClient(Stream stream) => _stream = stream;
@@ -155,7 +157,7 @@ public sealed class TestNbdClient : IAsyncDisposable
             var header = await ReadExactAsync(NbdSimpleReply.Size - 4, prefix: _peeked);
             Assert.True(NbdSimpleReply.TryRead(header, out var simple));
             var data = Array.Empty<byte>();
-            if (_reads.Remove(simple.Cookie, out var read) && simple.Error == NbdError.None)
+            if (_reads.TryRemove(simple.Cookie, out var read) && simple.Error == NbdError.None)
             {
                 data = await ReadExactAsync((int)read.Length);
             }
@@ -215,7 +217,7 @@ public sealed class TestNbdClient : IAsyncDisposable
             }
             if ((header.Flags & NbdReplyFlags.Done) != 0)
             {
-                _reads.Remove(cookie);
+                _reads.TryRemove(cookie, out _);
                 return new TestReply(cookie, error, error == NbdError.None ? data : [], message, chunks, holes);
             }
         }
@@ -255,12 +257,26 @@ public sealed class TestNbdClient : IAsyncDisposable
         await _stream.FlushAsync();
     }
 
+    /// <summary>
+    /// How long one read of a reply may wait (a watchdog: a server that stalls fails the test, naming what it still owes,
+    /// instead of hanging the run).
+    /// </summary>
+    public TimeSpan ReadDeadline { get; set; } = TimeSpan.FromSeconds(10);
+
     public async Task<byte[]> ReadExactAsync(int count, byte[]? prefix = null)
     {
         var skip = prefix?.Length ?? 0;
         var buffer = new byte[skip + count];
         prefix?.CopyTo(buffer, 0);
-        await _stream.ReadExactlyAsync(buffer.AsMemory(skip));
+        using var deadline = new CancellationTokenSource(ReadDeadline);
+        try
+        {
+            await _stream.ReadExactlyAsync(buffer.AsMemory(skip), deadline.Token);
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            throw new TimeoutException($"no reply for {ReadDeadline.TotalSeconds} s; READs still unanswered: [{string.Join(", ", _reads.Keys.Order())}]");
+        }
         return buffer;
     }
 
