@@ -116,6 +116,33 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         }
     }
 
+    /// <summary>
+    /// Cuts a connection whose client has stopped holding up its end (called every second by the server): a reply
+    /// write that has waited past send-timeout for a client that does not read, or a request begun whose rest has not
+    /// advanced for payload-timeout. Idle connections are never cut here (keepalive finds dead peers among them).
+    /// </summary>
+    public void CheckProgress(long now)
+    {
+        if (_aborted)
+        {
+            return;
+        }
+        var options = _context.Options;
+        var writing = _writer.WriteWaitingSince;
+        if (writing != 0 && Stopwatch.GetElapsedTime(writing, now) > options.SendTimeout)
+        {
+            ConnectionLog.StalledClient(_logger, Id, Client, "replies made no progress", options.SendTimeout.TotalSeconds);
+            Abort("client stopped reading its replies (send-timeout)");
+            return;
+        }
+        var reading = _reader.StalledSince;
+        if (reading != 0 && Stopwatch.GetElapsedTime(reading, now) > options.PayloadTimeout)
+        {
+            ConnectionLog.StalledClient(_logger, Id, Client, "payload stopped arriving", options.PayloadTimeout.TotalSeconds);
+            Abort("request stopped half-way (payload-timeout)");
+        }
+    }
+
     /// <summary>Socket resets, closed streams and cancellations after an abort are normal ends, not failures.</summary>
     private bool IsConnectionError(Exception e) => e switch
     {

@@ -18,11 +18,24 @@ internal sealed class NbdServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopAccepting = new();
     private readonly Timer _refusalReport;
     private static readonly TimeSpan RefusalReportInterval = TimeSpan.FromSeconds(10);
+    // Looks for connections whose client stopped holding up its end (send-timeout, payload-timeout).
+    private readonly Timer _progressCheck;
+    private static readonly TimeSpan ProgressCheckInterval = TimeSpan.FromMilliseconds(500);
 
     public NbdServer(NbdServerContext context)
     {
         _context = context;
         _refusalReport = new Timer(static s => ((NbdServer)s!).ReportRefusals(), this, RefusalReportInterval, RefusalReportInterval);
+        _progressCheck = new Timer(static s => ((NbdServer)s!).CheckProgress(), this, ProgressCheckInterval, ProgressCheckInterval);
+    }
+
+    private void CheckProgress()
+    {
+        var now = System.Diagnostics.Stopwatch.GetTimestamp();
+        foreach (var (connection, _) in _connections.Values)
+        {
+            connection.CheckProgress(now);
+        }
     }
 
     /// <summary>Connections closed at once by a limit are summed up here every few seconds, never logged one by one.</summary>
@@ -182,13 +195,23 @@ internal sealed class NbdServer : IAsyncDisposable
         {
             connection.Abort("server shut down");
         }
-        await Task.WhenAll(_connections.Values.Select(c => c.Task));
+        // Cut connections end at once; should one not (a bug), shutdown still ends in bounded time: the process exits
+        // and the kernel frees every area (they have no name on disk).
+        var all = Task.WhenAll(_connections.Values.Select(c => c.Task));
+        if (await Task.WhenAny(all, Task.Delay(ClosingGrace)) != all)
+        {
+            ServerLog.ConnectionsStuck(_context.Logger, _connections.Count, ClosingGrace.TotalSeconds);
+        }
         ServerLog.Stopped(_context.Logger);
     }
+
+    /// <summary>How long connections have to end once cut at shutdown.</summary>
+    private static readonly TimeSpan ClosingGrace = TimeSpan.FromSeconds(1);
 
     public async ValueTask DisposeAsync()
     {
         await _refusalReport.DisposeAsync();
+        await _progressCheck.DisposeAsync();
         await StopAsync();
         _stopAccepting.Dispose();
     }

@@ -11,6 +11,16 @@ internal sealed class NbdServerOptions
     public int ConnectionBufferBytes { get; set; } = 1024 * 1024;
     /// <summary>After SIGTERM, how long requests in flight may take before connections are cut.</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long one write of a reply (at most 256 KiB) may wait for a client that does not take it: a client that stops
+    /// reading its replies is cut after this, with its area kept for grace as after any lost connection (send-timeout).
+    /// </summary>
+    public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// How long the rest of a request already begun (the header's remaining bytes, a WRITE's payload) may stop arriving
+    /// before the connection is cut (payload-timeout). A payload that keeps arriving, however slowly, is never cut.
+    /// </summary>
+    public TimeSpan PayloadTimeout { get; set; } = TimeSpan.FromSeconds(30);
     public TcpTuning Tcp { get; } = new();
 
     /// <summary>

@@ -51,6 +51,9 @@ internal static partial class ConnectionLog
     [LoggerMessage(115, LogLevel.Warning, "conn {ConnectionId} from {Client}: TLS refused: {Reason}; client certificate {Subject}, SHA-256 {Fingerprint}")]
     public static partial void TlsRefused(ILogger logger, long connectionId, string client, string reason, string subject, string fingerprint);
 
+    [LoggerMessage(116, LogLevel.Warning, "conn {ConnectionId} from {Client}: {What} for {Seconds} s, cutting the connection")]
+    public static partial void StalledClient(ILogger logger, long connectionId, string client, string what, double seconds);
+
     [LoggerMessage(112, LogLevel.Information, "conn {ConnectionId} from {Client}: list of exports sent")]
     public static partial void ExportsListed(ILogger logger, long connectionId, string client);
 }
@@ -67,6 +70,9 @@ internal static partial class ServerLog
     [LoggerMessage(3, LogLevel.Information, "shutting down: {Connections} connections open, waiting up to {Timeout} for requests in flight")]
     public static partial void ShuttingDown(ILogger logger, int connections, TimeSpan timeout);
 
+    [LoggerMessage(10, LogLevel.Error, "{Connections} connections did not end within {Seconds} s of being cut; exiting all the same")]
+    public static partial void ConnectionsStuck(ILogger logger, int connections, double seconds);
+
     [LoggerMessage(4, LogLevel.Information, "stopped")]
     public static partial void Stopped(ILogger logger);
 
@@ -82,6 +88,6 @@ internal static partial class ServerLog
     [LoggerMessage(9, LogLevel.Information, "access limits: max-clients {MaxClients}, max-clients-per-address {PerAddress}, max-clients-per-export {PerExport}, connection-rate {Rate}/s (burst {Burst}), bandwidth-per-client {PerClient} B/s, bandwidth-total {Total} B/s (0: no limit); client list {ClientList}")]
     public static partial void AccessLimits(ILogger logger, int maxClients, int perAddress, int perExport, double rate, int burst, long perClient, long total, string clientList);
 
-    [LoggerMessage(6, LogLevel.Information, "limits: handshake timeout {HandshakeTimeout}, {MaxInFlight} requests in flight and {BufferBytes} B of buffers per connection, shutdown timeout {ShutdownTimeout}")]
-    public static partial void Limits(ILogger logger, TimeSpan handshakeTimeout, int maxInFlight, int bufferBytes, TimeSpan shutdownTimeout);
+    [LoggerMessage(6, LogLevel.Information, "limits: handshake timeout {HandshakeTimeout}, {MaxInFlight} requests in flight and {BufferBytes} B of buffers per connection, shutdown timeout {ShutdownTimeout}, send timeout {SendTimeout}, payload timeout {PayloadTimeout}")]
+    public static partial void Limits(ILogger logger, TimeSpan handshakeTimeout, int maxInFlight, int bufferBytes, TimeSpan shutdownTimeout, TimeSpan sendTimeout, TimeSpan payloadTimeout);
 }

@@ -166,35 +166,56 @@ internal sealed partial class NbdConnection
         }
     }
 
-    /// <summary>Reads a WRITE's payload. A payload up to one chunk is written in parallel; a larger one is streamed here.</summary>
+    /// <summary>
+    /// Reads a WRITE's payload. A payload up to one chunk is written in parallel; a larger one is streamed here.
+    /// The request holds a slot and a pending count from the moment the receive loop took it: every way out of here,
+    /// a failure at any await included, either hands both to <see cref="Dispatch"/> or gives them back (a failed
+    /// uncork once leaked the count, and the connection then waited for it for ever).
+    /// </summary>
     private async ValueTask ReceiveWriteAsync(NbdRequest request, CancellationToken abort)
     {
         var length = (int)request.Length;
-        if (_reader.Buffered < length)
+        if (length > ChunkSize)
         {
-            // The payload is still on its way: do not keep gathered replies waiting for it.
-            await _writer.UncorkAsync(abort);
-        }
-        if (length <= ChunkSize)
-        {
-            var (buffer, reserved) = await RentAsync(length, abort);
-            try
-            {
-                await _reader.ReadExactlyAsync(buffer.AsMemory(0, length), abort);
-            }
-            catch
-            {
-                Return(buffer, reserved);
-                CompleteRequest();
-                throw;
-            }
-            Dispatch(request, (buffer, reserved));
+            await ReceiveStreamedWriteAsync(request, length, abort);
             return;
         }
-        var (chunk, size) = await RentAsync(ChunkSize, abort);
+        byte[]? buffer = null;
+        var reserved = 0;
+        try
+        {
+            if (_reader.Buffered < length)
+            {
+                // The payload is still on its way: do not keep gathered replies waiting for it.
+                await _writer.UncorkAsync(abort);
+            }
+            (buffer, reserved) = await RentAsync(length, abort);
+            await _reader.ReadExactlyAsync(buffer.AsMemory(0, length), abort);
+        }
+        catch
+        {
+            if (buffer is not null)
+            {
+                Return(buffer, reserved);
+            }
+            CompleteRequest();
+            throw;
+        }
+        Dispatch(request, (buffer, reserved));
+    }
+
+    private async ValueTask ReceiveStreamedWriteAsync(NbdRequest request, int length, CancellationToken abort)
+    {
+        byte[]? chunk = null;
+        var size = 0;
         var errno = 0;
         try
         {
+            if (_reader.Buffered < length)
+            {
+                await _writer.UncorkAsync(abort);
+            }
+            (chunk, size) = await RentAsync(ChunkSize, abort);
             for (var done = 0; done < length;)
             {
                 var n = Math.Min(ChunkSize, length - done);
@@ -220,7 +241,10 @@ internal sealed partial class NbdConnection
         }
         finally
         {
-            Return(chunk, size);
+            if (chunk is not null)
+            {
+                Return(chunk, size);
+            }
             CompleteRequest();
         }
     }

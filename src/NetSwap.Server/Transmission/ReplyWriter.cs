@@ -43,6 +43,12 @@ internal sealed class ReplyWriter : IDisposable
     // The gathered reply's header (used under the lock only).
     private readonly byte[] _gatherHeader = new byte[32];
 
+    // When the write in progress began (Stopwatch ticks), 0 when none: the connection's progress check reads it.
+    private long _writeSince;
+
+    /// <summary>When the stream write in progress started (Stopwatch ticks), or 0 when the writer is not writing.</summary>
+    public long WriteWaitingSince => Volatile.Read(ref _writeSince);
+
     // NbdServerOptions.ReplyWriterHeld (tests only).
     private readonly Func<ValueTask>? _held;
 
@@ -115,7 +121,7 @@ internal sealed class ReplyWriter : IDisposable
         try
         {
             await FlushCorkLockedAsync(cancellationToken);
-            await _socket!.SendFileAsync(Gathered(header, headerLength), file, offset, count, cancellationToken);
+            await Timed(_socket!.SendFileAsync(Gathered(header, headerLength), file, offset, count, cancellationToken));
         }
         finally
         {
@@ -192,7 +198,7 @@ internal sealed class ReplyWriter : IDisposable
         }
         try
         {
-            await _stream.WriteAsync(cork.AsMemory(0, _corkLength), cancellationToken);
+            await Timed(_stream.WriteAsync(cork.AsMemory(0, _corkLength), cancellationToken));
             _corkLength = 0;
         }
         finally
@@ -238,7 +244,7 @@ internal sealed class ReplyWriter : IDisposable
         await FlushCorkLockedAsync(cancellationToken);
         if (!coalesce && _socket is not null)
         {
-            await _socket.WriteGatheredAsync(Gathered(header, headerLength), data, cancellationToken);
+            await Timed(_socket.WriteGatheredAsync(Gathered(header, headerLength), data, cancellationToken));
             return;
         }
         var total = headerLength + (coalesce ? data.Length : 0);
@@ -250,7 +256,7 @@ internal sealed class ReplyWriter : IDisposable
             {
                 data.Span.CopyTo(scratch.AsSpan(headerLength));
             }
-            await _stream.WriteAsync(scratch.AsMemory(0, total), cancellationToken);
+            await Timed(_stream.WriteAsync(scratch.AsMemory(0, total), cancellationToken));
         }
         finally
         {
@@ -263,7 +269,7 @@ internal sealed class ReplyWriter : IDisposable
         }
         if (!coalesce)
         {
-            await _stream.WriteAsync(data, cancellationToken);
+            await Timed(_stream.WriteAsync(data, cancellationToken));
         }
     }
 
@@ -277,7 +283,29 @@ internal sealed class ReplyWriter : IDisposable
     public async ValueTask WriteRawLockedAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         await FlushCorkLockedAsync(cancellationToken);
-        await _stream.WriteAsync(data, cancellationToken);
+        await Timed(_stream.WriteAsync(data, cancellationToken));
+    }
+
+    /// <summary>
+    /// A stream write, stamped while it waits for the client to make room (one that completed at once costs a
+    /// completed-task check only): the connection's progress check cuts a client whose write waits past send-timeout.
+    /// </summary>
+    private async ValueTask Timed(ValueTask write)
+    {
+        if (write.IsCompletedSuccessfully)
+        {
+            write.GetAwaiter().GetResult();
+            return;
+        }
+        Volatile.Write(ref _writeSince, System.Diagnostics.Stopwatch.GetTimestamp());
+        try
+        {
+            await write;
+        }
+        finally
+        {
+            Volatile.Write(ref _writeSince, 0);
+        }
     }
 
     public readonly struct Releaser(SemaphoreSlim semaphore) : IDisposable

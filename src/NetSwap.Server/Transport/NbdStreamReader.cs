@@ -30,29 +30,53 @@ internal sealed class NbdStreamReader : IDisposable
     /// <summary>
     /// Fills <paramref name="destination"/>. Returns false if the stream ended before the first byte (a clean end at a
     /// message boundary); an end in the middle is a truncated message and throws <see cref="NbdProtocolException"/>.
+    /// While it waits in the middle of a message (<paramref name="begun"/>, or once its first byte has come) it keeps
+    /// <see cref="StalledSince"/> at the time of its last progress, so a client that stops half-way can be cut.
     /// </summary>
-    public async ValueTask<bool> TryReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
+    public async ValueTask<bool> TryReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken, bool begun = false)
     {
-        var copied = CopyBuffered(destination.Span);
-        if (copied == destination.Length)
+        var total = CopyBuffered(destination.Span);
+        if (total == destination.Length)
         {
             return true;
         }
-        var remaining = destination[copied..];
-        if (remaining.Length >= BufferSize / 2)
+        if (begun || total > 0)
         {
-            // Large payloads go straight into the caller's memory: no double copy, no buffer.
-            var n = await _stream.ReadAtLeastAsync(remaining, remaining.Length, throwOnEndOfStream: false, cancellationToken);
-            return Finish(copied + n, destination.Length);
+            Progress();
         }
-        _ = await FillAsync(remaining.Length, cancellationToken);
-        copied += CopyBuffered(remaining.Span);
-        return Finish(copied, destination.Length);
+        try
+        {
+            while (total < destination.Length)
+            {
+                var rest = destination[total..];
+                int n;
+                if (rest.Length >= BufferSize / 2 && Buffered == 0)
+                {
+                    // Large payloads go straight into the caller's memory: no double copy, no buffer.
+                    n = await _stream.ReadAsync(rest, cancellationToken);
+                }
+                else
+                {
+                    n = await FillAsync(1, cancellationToken) ? CopyBuffered(rest.Span) : 0;
+                }
+                if (n == 0)
+                {
+                    return Finish(total, destination.Length);
+                }
+                total += n;
+                Progress();
+            }
+            return true;
+        }
+        finally
+        {
+            Volatile.Write(ref _stalledSince, 0);
+        }
     }
 
     public async ValueTask ReadExactlyAsync(Memory<byte> destination, CancellationToken cancellationToken)
     {
-        if (!await TryReadExactlyAsync(destination, cancellationToken))
+        if (!await TryReadExactlyAsync(destination, cancellationToken, begun: true))
         {
             NbdProtocolException.Throw("connection closed in the middle of a message");
         }
@@ -61,17 +85,36 @@ internal sealed class NbdStreamReader : IDisposable
     /// <summary>Discards <paramref name="count"/> bytes (an invalid WRITE's payload), keeping the stream in sync.</summary>
     public async ValueTask SkipAsync(long count, CancellationToken cancellationToken)
     {
-        while (count > 0)
+        try
         {
-            if (Buffered == 0 && !await FillAsync(1, cancellationToken))
+            while (count > 0)
             {
-                NbdProtocolException.Throw("connection closed in the middle of a payload");
+                Progress();
+                if (Buffered == 0 && !await FillAsync(1, cancellationToken))
+                {
+                    NbdProtocolException.Throw("connection closed in the middle of a payload");
+                }
+                var n = (int)Math.Min(count, Buffered);
+                Consume(n);
+                count -= n;
             }
-            var n = (int)Math.Min(count, Buffered);
-            Consume(n);
-            count -= n;
+        }
+        finally
+        {
+            Volatile.Write(ref _stalledSince, 0);
         }
     }
+
+    // Stopwatch ticks of the last progress of a message begun and not yet complete; 0 between messages.
+    private long _stalledSince;
+
+    /// <summary>
+    /// When the message being read last made progress (Stopwatch ticks), or 0 when no message is half-read: between
+    /// requests a connection may be idle for as long as it likes (keepalive looks after a dead peer there).
+    /// </summary>
+    public long StalledSince => Volatile.Read(ref _stalledSince);
+
+    private void Progress() => Volatile.Write(ref _stalledSince, System.Diagnostics.Stopwatch.GetTimestamp());
 
     private static bool Finish(int got, int wanted)
     {

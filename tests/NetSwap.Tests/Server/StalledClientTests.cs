@@ -1,0 +1,144 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using NetSwap.Protocol.Nbd;
+using NetSwap.Tests.Support;
+
+namespace NetSwap.Tests.Server;
+
+/// <summary>
+/// Clients that stop holding up their end (issue 14, items 2 and 3): every such connection ends within its bound once
+/// the client is gone, or once it stops making progress, and gives back what it held.
+/// </summary>
+public class StalledClientTests
+{
+    private static async Task<(Socket Socket, NetworkStream Stream)> OpenRawAsync(ServerHarness server, string export)
+    {
+        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        // A small receive buffer: the client stops taking replies sooner.
+        socket.ReceiveBufferSize = 4096;
+        await socket.ConnectAsync(IPAddress.Loopback, server.Port);
+        var stream = new NetworkStream(socket, ownsSocket: false);
+        var client = new TestNbdClient(stream);
+        await client.StartAsync();
+        await client.GoAsync(export, structured: false);
+        return (socket, stream);
+    }
+
+    private static async Task<bool> WaitUntilAsync(Func<bool> condition, TimeSpan timeout)
+    {
+        var until = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (Stopwatch.GetTimestamp() < until)
+        {
+            if (condition())
+            {
+                return true;
+            }
+            await Task.Delay(50);
+        }
+        return condition();
+    }
+
+    /// <summary>Sends WRITEs (or READs) without reading a reply until the server stops taking them; returns how many.</summary>
+    private static async Task<int> FloodWithoutReadingAsync(Socket socket, NbdCommand command)
+    {
+        var payload = command == NbdCommand.Write ? 4096 : 0;
+        var message = new byte[NbdRequest.Size + payload];
+        var sent = 0;
+        socket.Blocking = false;
+        var idle = Stopwatch.StartNew();
+        while (idle.ElapsedMilliseconds < 1000)
+        {
+            new NbdRequest(0, command, (ulong)sent + 1, (ulong)(sent % 1024) * 4096, 4096).Write(message);
+            var done = 0;
+            while (done < message.Length && idle.ElapsedMilliseconds < 1000)
+            {
+                try
+                {
+                    done += socket.Send(message, done, message.Length - done, SocketFlags.None);
+                    idle.Restart();
+                }
+                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+                {
+                    await Task.Delay(10);
+                }
+            }
+            sent++;
+        }
+        socket.Blocking = true;
+        return sent;
+    }
+
+    [Theory]
+    [InlineData(NbdCommand.Write)]
+    [InlineData(NbdCommand.Read)]
+    public async Task ClientThatStopsReadingRepliesThenResets_IsReclaimed(NbdCommand command)
+    {
+        await using var server = await ServerHarness.StartAsync(("disk", 8L << 20, false));
+        var (socket, stream) = await OpenRawAsync(server, "disk");
+        var sent = await FloodWithoutReadingAsync(socket, command);
+        Assert.True(sent > 64, $"only {sent} requests went out before the server stopped taking them");
+        // Unread replies in its receive queue: closing sends RST.
+        socket.LingerState = new LingerOption(true, 0);
+        socket.Dispose();
+        await stream.DisposeAsync();
+        Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 0, TimeSpan.FromSeconds(10)),
+            $"{server.Server.ConnectionCount} connection(s) still open 10 s after the client reset");
+    }
+
+    [Fact]
+    public async Task ClientThatStopsReadingReplies_IsCutAfterTheSendTimeout_AndItsBuffersGoBack()
+    {
+        await using var server = await ServerHarness.StartAsync(o => o.SendTimeout = TimeSpan.FromSeconds(2), ("disk", 8L << 20, false));
+        var (socket, stream) = await OpenRawAsync(server, "disk");
+        await FloodWithoutReadingAsync(socket, NbdCommand.Read);
+        // Alive but not reading: no reset, no FIN. The server gives up on it once its replies have made no progress.
+        Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 0, TimeSpan.FromSeconds(10)),
+            "a client that reads nothing still holds its connection 10 s later");
+        Assert.True(server.Log.Contains("replies made no progress"), string.Join("\n", server.Log.Lines));
+        socket.Dispose();
+        await stream.DisposeAsync();
+    }
+
+    [Theory]
+    [InlineData(4096 * 4)]
+    [InlineData(1 << 20)]
+    public async Task PayloadThatStopsHalfWay_IsCutAfterThePayloadTimeout(int length)
+    {
+        await using var server = await ServerHarness.StartAsync(o => o.PayloadTimeout = TimeSpan.FromSeconds(2), ("disk", 8L << 20, false));
+        var (socket, stream) = await OpenRawAsync(server, "disk");
+        var message = new byte[NbdRequest.Size + length / 2];
+        new NbdRequest(0, NbdCommand.Write, 1, 0, (uint)length).Write(message);
+        await stream.WriteAsync(message);
+        Assert.True(await WaitUntilAsync(() => server.Server.Connections.Any(c => c.HeldBufferBytes > 0), TimeSpan.FromSeconds(5)));
+        // Then silence, from a client whose kernel still answers keepalives.
+        Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 0, TimeSpan.FromSeconds(10)),
+            "a half-sent payload still holds its connection 10 s later");
+        Assert.True(server.Log.Contains("payload stopped arriving"), string.Join("\n", server.Log.Lines));
+        socket.Dispose();
+        await stream.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task SlowButSteadyPayload_IsNotCut()
+    {
+        await using var server = await ServerHarness.StartAsync(o => o.PayloadTimeout = TimeSpan.FromSeconds(1), ("disk", 8L << 20, false));
+        var (socket, stream) = await OpenRawAsync(server, "disk");
+        const int length = 64 * 1024;
+        var header = new byte[NbdRequest.Size];
+        new NbdRequest(0, NbdCommand.Write, 7, 0, length).Write(header);
+        await stream.WriteAsync(header);
+        // 3 s for the whole payload, but a piece every 300 ms: progress, so no cut.
+        for (var i = 0; i < 10; i++)
+        {
+            await stream.WriteAsync(new byte[length / 10 + (i == 9 ? length % 10 : 0)]);
+            await Task.Delay(300);
+        }
+        var client = new TestNbdClient(stream);
+        var reply = await client.ReadReplyAsync();
+        Assert.Equal(7UL, reply.Cookie);
+        Assert.Equal(NbdError.None, reply.Error);
+        socket.Dispose();
+        await stream.DisposeAsync();
+    }
+}
