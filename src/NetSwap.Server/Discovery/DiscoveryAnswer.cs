@@ -29,24 +29,10 @@ internal static class DiscoveryAnswer
         ushort load = 0;
         if (catalog.Swap is { } swap && context.Policy.CheckExport(SwapExportName.Prefix, client) is null)
         {
-            var registry = swap.Registry;
-            var options = registry.Options;
-            var committed = registry.Committed;
-            long total = 0, available = 0;
-            try
-            {
-                (total, available) = registry.Directory.Space();
-            }
-            catch (IOException)
-            {
-            }
-            var keep = (long)(total * options.ReservePercent / 100);
-            var byDisk = options.Allocation == SwapAllocation.Reserve ? available - keep : available;
-            var byBudget = options.Budget > 0 ? options.Budget - committed : long.MaxValue;
-            var room = Math.Max(0, Math.Min(byDisk, byBudget));
-            free = (ulong)Math.Min(room, options.MaxSize);
-            maxSize = (ulong)options.MaxSize;
-            var capacity = options.Budget > 0 ? options.Budget : Math.Max(1, total - keep);
+            // The registry's own admission arithmetic, pending allocations included: never an offer admission refuses.
+            var (largest, committed, capacity) = swap.Registry.Capacity();
+            free = (ulong)largest;
+            maxSize = (ulong)swap.Registry.Options.MaxSize;
             load = (ushort)Math.Clamp(committed * 1000 / capacity, 0, 1000);
             if (free >= SwapHeader.MinimumSize)
             {

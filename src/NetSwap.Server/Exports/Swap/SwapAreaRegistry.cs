@@ -91,11 +91,31 @@ internal sealed class SwapAreaRegistry : IDisposable
         {
             return SwapAdmission.Refuse(NbdOptionReplyType.ErrInvalid, $"asked for {size} B of swap; the minimum is {SwapHeader.MinimumSize} B");
         }
-        if (_options.Budget > 0 && _committed + size > _options.Budget)
+        var room = RoomLocked();
+        if (size > room.ByBudget)
         {
             return SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy,
                 $"swap-budget exhausted: {_committed} of {_options.Budget} B in use, {size} B asked");
         }
+        if (room.Unusable is { } why)
+        {
+            return SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy, $"swap directory unusable: {why}");
+        }
+        if (size > room.ByDisk)
+        {
+            var needed = _options.Allocation == SwapAllocation.Reserve ? size : 0;
+            return SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy,
+                $"swap-reserve: {room.Available - _pendingAllocation} B free on the swap file system, {needed} B asked, {room.Keep} B ({_options.ReservePercent}%) kept free");
+        }
+        return new SwapAdmission(size, 0, null);
+    }
+
+    /// <summary>How much a new area may take now, by each limit (under the lock): the one arithmetic of admission and discovery.</summary>
+    private readonly record struct Room(long ByBudget, long ByDisk, long Total, long Available, long Keep, string? Unusable);
+
+    private Room RoomLocked()
+    {
+        var byBudget = _options.Budget > 0 ? _options.Budget - _committed : long.MaxValue;
         long total, available;
         try
         {
@@ -103,16 +123,34 @@ internal sealed class SwapAreaRegistry : IDisposable
         }
         catch (IOException e)
         {
-            return SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy, $"swap directory unusable: {e.Message}");
+            return new Room(byBudget, 0, 0, 0, 0, e.Message);
         }
         var keep = (long)(total * _options.ReservePercent / 100);
-        var needed = _options.Allocation == SwapAllocation.Reserve ? size : 0;
-        if (available - _pendingAllocation - needed < keep)
+        // Reserve: the area's blocks come out of the free space now (and those of admissions still allocating);
+        // sparse: nothing is taken at attach, so any size passes while the reserve is intact.
+        var free = available - _pendingAllocation - keep;
+        var byDisk = _options.Allocation == SwapAllocation.Reserve ? free : free >= 0 ? long.MaxValue : -1;
+        return new Room(byBudget, byDisk, total, available, keep, null);
+    }
+
+    /// <summary>
+    /// What discovery tells a probing client, from the same arithmetic and the same moment as an admission: the largest
+    /// area a new client would be given now (0 if none), the bytes in use, and the capacity they are a part of.
+    /// </summary>
+    public (long Largest, long Committed, long Capacity) Capacity()
+    {
+        lock (_lock)
         {
-            return SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy,
-                $"swap-reserve: {available - _pendingAllocation} B free on the swap file system, {needed} B asked, {keep} B ({_options.ReservePercent}%) kept free");
+            var room = RoomLocked();
+            var largest = room.Unusable is null ? Math.Min(Math.Min(room.ByBudget, room.ByDisk), _options.MaxSize) : 0;
+            largest = Math.Max(0, largest / SwapHeader.PageSize * SwapHeader.PageSize);
+            if (largest < SwapHeader.MinimumSize)
+            {
+                largest = 0;
+            }
+            var capacity = _options.Budget > 0 ? _options.Budget : Math.Max(1, room.Total - room.Keep);
+            return (largest, _committed, capacity);
         }
-        return new SwapAdmission(size, 0, null);
     }
 
     /// <summary>
@@ -292,6 +330,7 @@ internal sealed class SwapAreaRegistry : IDisposable
     public void Release(SwapArea area, bool clean)
     {
         var destroy = false;
+        long committed = 0;
         lock (_lock)
         {
             if (area.State != SwapAreaState.Attached)
@@ -302,6 +341,7 @@ internal sealed class SwapAreaRegistry : IDisposable
             if (clean || area.Token is null || _options.Grace <= TimeSpan.Zero || _disposed)
             {
                 destroy = true;
+                committed = DestroyLocked(area);
             }
             else
             {
@@ -314,7 +354,7 @@ internal sealed class SwapAreaRegistry : IDisposable
         area.Released.TrySetResult();
         if (destroy)
         {
-            Destroy(area, clean ? "client disconnected" : area.Token is null ? "connection lost; no token, no grace" : "connection lost");
+            Destroyed(area, clean ? "client disconnected" : area.Token is null ? "connection lost; no token, no grace" : "connection lost", committed);
         }
         else
         {
@@ -322,16 +362,30 @@ internal sealed class SwapAreaRegistry : IDisposable
         }
     }
 
+    /// <summary>
+    /// A fault seam for tests: called by the grace timer under the lock, after it has found the area in grace and before
+    /// it destroys it, so a test can try a reattach exactly there (it must wait for the lock; null in production).
+    /// </summary>
+    internal Action<SwapArea>? ExpiryChecked { get; set; }
+
+    /// <summary>
+    /// The grace timer fired. The check that the area is still in grace and its destruction are one step under the
+    /// lock: a reattach that got in first keeps its area, one that comes after finds the token free (issue 14, item 4:
+    /// they were two steps, and a reattach between them lost its area under a live client).
+    /// </summary>
     private void Expire(SwapArea area)
     {
+        long committed;
         lock (_lock)
         {
             if (area.State != SwapAreaState.Grace)
             {
                 return;
             }
+            ExpiryChecked?.Invoke(area);
+            committed = DestroyLocked(area);
         }
-        Destroy(area, "grace period over");
+        Destroyed(area, "grace period over", committed);
     }
 
     private void Destroy(SwapArea area, string reason)
@@ -343,16 +397,29 @@ internal sealed class SwapAreaRegistry : IDisposable
             {
                 return;
             }
-            area.State = SwapAreaState.Destroyed;
-            area.GraceTimer?.Dispose();
-            _areas.Remove(area.Id);
-            if (area.Token is { } token && _byToken.TryGetValue(token, out var current) && current == area)
-            {
-                _byToken.Remove(token);
-            }
-            _committed -= area.Size;
-            committed = _committed;
+            committed = DestroyLocked(area);
         }
+        Destroyed(area, reason, committed);
+    }
+
+    /// <summary>The one transition to Destroyed: out of every index, its size out of the budget. Returns the budget left.</summary>
+    private long DestroyLocked(SwapArea area)
+    {
+        area.State = SwapAreaState.Destroyed;
+        area.GraceTimer?.Dispose();
+        area.GraceTimer = null;
+        _areas.Remove(area.Id);
+        if (area.Token is { } token && _byToken.TryGetValue(token, out var current) && current == area)
+        {
+            _byToken.Remove(token);
+        }
+        _committed -= area.Size;
+        return _committed;
+    }
+
+    /// <summary>After <see cref="DestroyLocked"/>, outside the lock: the storage goes back, waiters and the log learn of it.</summary>
+    private void Destroyed(SwapArea area, string reason, long committed)
+    {
         // Closing the last descriptor of a nameless file gives its blocks back to the file system.
         area.Handle.Dispose();
         area.Released.TrySetResult();
