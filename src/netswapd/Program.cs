@@ -314,13 +314,14 @@ namespace NetSwap.Daemon
                 if (settings.Swap.Enabled)
                 {
                     var options = settings.Swap;
-                    var directory = SwapDirectory.Prepare(options.Directory, isDefault: !settings.SwapDirectoryFromSettings, out var fellBack);
+                    var directory = SwapDirectory.Prepare(options.Directory, isDefault: !settings.SwapDirectoryFromSettings, out var fellBack, checkOnly: settings.CheckConfig);
                     if (fellBack)
                     {
                         SwapLog.DirectoryFallback(logger, options.Directory, directory.Path);
                     }
                     options.Directory = directory.Path;
-                    foreach (var (name, size) in directory.RemoveLeftovers())
+                    // --check-config changes nothing on disk.
+                    foreach (var (name, size) in settings.CheckConfig ? [] : directory.RemoveLeftovers())
                     {
                         SwapLog.LeftoverRemoved(logger, name, size, directory.Path);
                     }

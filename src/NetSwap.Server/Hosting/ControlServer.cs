@@ -34,10 +34,22 @@ internal sealed partial class ControlServer : IAsyncDisposable
     public static ControlServer Start(string path, Func<ServerStatus> status, ILogger logger)
     {
         var directory = System.IO.Path.GetDirectoryName(path)!;
-        Directory.CreateDirectory(directory);
-        File.SetUnixFileMode(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        if (File.Exists(path))
+        if (!Directory.Exists(directory))
         {
+            // Ours: made 0700. An existing directory (systemd's RuntimeDirectory, a shared one) keeps its mode; the
+            // socket itself is 0600, which is what guards it.
+            Directory.CreateDirectory(directory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+        if (System.IO.Path.Exists(path))
+        {
+            if (!FileKind.IsSocket(path))
+            {
+                throw new IOException($"control-socket {path} exists and is not a socket; it was left alone");
+            }
+            if (IsListening(path))
+            {
+                throw new IOException($"control-socket {path}: another netswapd is answering there");
+            }
             // A socket left by a daemon that died: nobody listens on it any more.
             File.Delete(path);
         }
@@ -55,6 +67,20 @@ internal sealed partial class ControlServer : IAsyncDisposable
         }
         ControlLog.Listening(logger, path);
         return new ControlServer(socket, path, status, logger);
+    }
+
+    private static bool IsListening(string path)
+    {
+        using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            probe.Connect(new UnixDomainSocketEndPoint(path));
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
     }
 
     private async Task AcceptLoopAsync()

@@ -59,47 +59,84 @@ internal sealed partial class SwapDirectory
     public static bool IsRoot => GetEuid() == 0;
 
     /// <summary>
-    /// Creates (0700) or checks the directory. When the configured one cannot be created because we are not root, a
-    /// per-user directory is used instead; <paramref name="fellBack"/> says so for the log.
+    /// Creates the directory (0700) when it does not exist, or checks the one that does: it must hold nothing but areas
+    /// an earlier netswapd left (named fallback files, <see cref="IsOwnLeftover"/>), and no other user may write to it.
+    /// An existing directory is never changed: a mistyped --swap-dir /srv is refused with the name of what it holds,
+    /// instead of being emptied. With <paramref name="checkOnly"/> (--check-config) nothing is created or changed.
+    /// When the configured default cannot be created because we are not root, a per-user directory is used instead;
+    /// <paramref name="fellBack"/> says so for the log.
     /// </summary>
-    public static SwapDirectory Prepare(string configured, bool isDefault, out bool fellBack)
+    public static SwapDirectory Prepare(string configured, bool isDefault, out bool fellBack, bool checkOnly = false)
     {
         fellBack = false;
         try
         {
-            return new SwapDirectory(CreatePrivate(configured));
+            return new SwapDirectory(UsePrivate(configured, checkOnly));
         }
         catch (UnauthorizedAccessException) when (isDefault && !IsRoot)
         {
             fellBack = true;
-            return new SwapDirectory(CreatePrivate($"/var/tmp/netswap-{GetEuid()}"));
+            return new SwapDirectory(UsePrivate($"/var/tmp/netswap-{GetEuid()}", checkOnly));
         }
     }
 
-    private static string CreatePrivate(string path)
+    private const UnixFileMode OthersWrite = UnixFileMode.GroupWrite | UnixFileMode.OtherWrite;
+
+    private static string UsePrivate(string path, bool checkOnly)
     {
-        var info = System.IO.Directory.CreateDirectory(path);
-        // Fails (EPERM) on a directory someone else owns, e.g. a /var/tmp path planted by another user: refuse it.
-        File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        return info.FullName;
+        var full = System.IO.Path.GetFullPath(path);
+        if (File.Exists(full))
+        {
+            throw new IOException($"swap-dir {full} is a file, not a directory");
+        }
+        if (!System.IO.Directory.Exists(full))
+        {
+            if (!checkOnly)
+            {
+                // Ours from birth: 0700, so the named fallback files are out of everyone else's reach too.
+                System.IO.Directory.CreateDirectory(full, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            }
+            return full;
+        }
+        if ((File.GetUnixFileMode(full) & OthersWrite) != 0)
+        {
+            // Another user could plant or swap files there (a /tmp, or a /var/tmp path made by someone else).
+            throw new IOException($"swap-dir {full} is writable by other users (mode {Convert.ToString((int)File.GetUnixFileMode(full), 8)}); give netswapd a directory of its own");
+        }
+        foreach (var entry in new DirectoryInfo(full).EnumerateFileSystemInfos())
+        {
+            if (!IsOwnLeftover(entry))
+            {
+                throw new IOException($"swap-dir {full} holds '{entry.Name}', which netswapd did not create; give it an empty or new directory of its own (nothing there was touched)");
+            }
+        }
+        return full;
     }
 
-    /// <summary>Removes whatever an earlier run left behind (named fallback files of a crashed daemon).</summary>
+    /// <summary>The fallback name of <see cref="CreateAnonymousFile"/>: "area-" and 24 upper-case hex digits, a regular file.</summary>
+    private static bool IsOwnLeftover(FileSystemInfo entry) =>
+        entry is FileInfo { LinkTarget: null } && entry.Name.Length == AreaPrefix.Length + 24 && entry.Name.StartsWith(AreaPrefix, StringComparison.Ordinal)
+        && entry.Name.AsSpan(AreaPrefix.Length).IndexOfAnyExcept(UpperHex) < 0;
+
+    private static readonly System.Buffers.SearchValues<char> UpperHex = System.Buffers.SearchValues.Create("0123456789ABCDEF");
+
+    private const string AreaPrefix = "area-";
+
+    /// <summary>
+    /// Removes the areas an earlier run left behind (named fallback files of a daemon that died between create and
+    /// unlink), and only those: <see cref="Prepare"/> has refused a directory holding anything else.
+    /// </summary>
     public List<(string Name, long Size)> RemoveLeftovers()
     {
         var removed = new List<(string, long)>();
         foreach (var entry in new DirectoryInfo(Path).EnumerateFileSystemInfos())
         {
-            var size = entry is FileInfo file ? file.Length : 0;
-            if (entry is DirectoryInfo directory)
+            if (IsOwnLeftover(entry))
             {
-                directory.Delete(recursive: true);
-            }
-            else
-            {
+                var size = ((FileInfo)entry).Length;
                 entry.Delete();
+                removed.Add((entry.Name, size));
             }
-            removed.Add((entry.Name, size));
         }
         return removed;
     }
@@ -121,7 +158,7 @@ internal sealed partial class SwapDirectory
             }
             _noTmpfile = true;
         }
-        var name = System.IO.Path.Combine(Path, "area-" + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12)));
+        var name = System.IO.Path.Combine(Path, AreaPrefix + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12)));
         var named = Open(name, OCreat | OExcl | ORdWr | OCloexec, 0x180);
         if (named < 0)
         {
