@@ -4,7 +4,16 @@ using Microsoft.Extensions.Logging;
 using NetSwap.Daemon;
 using NetSwap.Daemon.Configuration;
 
-return await Daemon.RunAsync(args);
+try
+{
+    return await Daemon.RunAsync(args);
+}
+catch (Exception e)
+{
+    // Last resort: whatever a check above missed ends in one line and exit 1, never a stack trace (issue 14, item 6).
+    await Console.Error.WriteLineAsync($"netswapd: {e.GetType().Name}: {e.Message}");
+    return 1;
+}
 
 namespace NetSwap.Daemon
 {
@@ -92,7 +101,7 @@ namespace NetSwap.Daemon
                 policy = BuildPolicy(settings);
                 tls = BuildTls(settings);
             }
-            catch (Exception e) when (e is IOException or FormatException)
+            catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
             {
                 DaemonLog.StartFailed(logger, e.Message);
                 return ExitFailure;
@@ -228,8 +237,9 @@ namespace NetSwap.Daemon
                 LogPolicy(logger, policy);
                 LogTls(logger, tls);
             }
-            catch (Exception e) when (e is ConfigFileException or UsageException or IOException or FormatException)
+            catch (Exception e)
             {
+                // Whatever is wrong with the new configuration, the one in force stays (and the process with it).
                 DaemonLog.ReloadRejected(logger, e.Message);
             }
         }

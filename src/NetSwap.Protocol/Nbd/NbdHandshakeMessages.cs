@@ -241,7 +241,12 @@ public readonly record struct NbdInfoRequest(string Name, NbdInfoType[] Requests
             return false;
         }
         var nameLength = BinaryPrimitives.ReadUInt32BigEndian(data);
-        if (nameLength > NbdLimits.MaxStringLength || nameLength > (uint)(data.Length - 6))
+        if (nameLength > NbdLimits.MaxStringLength)
+        {
+            problem = $"export name of {nameLength} bytes is longer than the {NbdLimits.MaxStringLength} bytes allowed";
+            return false;
+        }
+        if (nameLength > (uint)(data.Length - 6))
         {
             problem = $"export name length {nameLength} does not fit the option data";
             return false;

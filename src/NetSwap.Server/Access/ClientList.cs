@@ -95,7 +95,7 @@ internal sealed class ClientList
         }
         try
         {
-            var (networks, macs) = Parse(_path, File.ReadAllText(_path));
+            var (networks, macs) = Parse(_path, Hosting.SettingFile.ReadAllText(_path, "client list", 16 << 20));
             _entries = new Entries(networks, macs);
             _loadedWrite = info.LastWriteTimeUtc;
             _loadedLength = info.Length;

@@ -48,7 +48,8 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
                 {
                     socket.DualMode = false;
                 }
-                socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+                // No SO_REUSEADDR (nor .NET's ReuseAddress, which adds SO_REUSEPORT): with it any local user could bind
+                // the same port and take unicast probes meant for this server.
                 socket.Bind(endpoint);
                 if (endpoint.AddressFamily == AddressFamily.InterNetworkV6 && endpoint.Address.Equals(IPAddress.IPv6Any))
                 {

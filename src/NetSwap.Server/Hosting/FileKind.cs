@@ -11,8 +11,24 @@ internal static unsafe partial class FileKind
     private const int ModeOffset = 24;
     private const int StatSize = 144;
 
+    private const uint Regular = 0x8000;
+
     [LibraryImport("libc", EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int LStat(string path, byte* buffer);
+
+    [LibraryImport("libc", EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Stat(string path, byte* buffer);
+
+    /// <summary>Whether <paramref name="path"/> (its target, if a link) is a regular file; true where this cannot be told.</summary>
+    public static bool IsRegularFile(string path)
+    {
+        if (RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            return true;
+        }
+        var buffer = stackalloc byte[StatSize];
+        return Stat(path, buffer) != 0 || (*(uint*)(buffer + ModeOffset) & TypeMask) == Regular;
+    }
 
     public static bool IsSocket(string path)
     {

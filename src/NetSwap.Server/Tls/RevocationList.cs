@@ -32,9 +32,11 @@ internal sealed class RevocationList
     {
         try
         {
-            var der = PemEncoding.TryFind(File.ReadAllText(path), out var fields)
-                ? Convert.FromBase64String(File.ReadAllText(path)[fields.Base64Data])
-                : File.ReadAllBytes(path);
+            var bytes = Hosting.SettingFile.ReadAllBytes(path, "certificate revocation list", 16 << 20);
+            var text = System.Text.Encoding.ASCII.GetString(bytes);
+            var der = PemEncoding.TryFind(text, out var fields)
+                ? Convert.FromBase64String(text[fields.Base64Data])
+                : bytes;
             return Parse(der, authorities);
         }
         catch (Exception e) when (e is AsnContentException or FormatException or CryptographicException)

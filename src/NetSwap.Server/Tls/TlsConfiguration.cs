@@ -75,7 +75,8 @@ internal sealed class TlsConfiguration
         X509Certificate2 server;
         try
         {
-            using var pem = X509Certificate2.CreateFromPemFile(certFile, keyFile);
+            using var pem = X509Certificate2.CreateFromPem(
+                Hosting.SettingFile.ReadAllText(certFile, "TLS certificate"), Hosting.SettingFile.ReadAllText(keyFile, "TLS key"));
             // Re-imported so the private key is usable by SslStream on Linux.
             server = X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
         }
@@ -88,7 +89,7 @@ internal sealed class TlsConfiguration
         {
             try
             {
-                cas.ImportFromPemFile(caFile);
+                cas.ImportFromPem(Hosting.SettingFile.ReadAllText(caFile, "TLS CA certificate"));
             }
             catch (Exception e) when (e is CryptographicException or IOException)
             {

@@ -23,9 +23,9 @@ internal static class ConfigFile
         string text;
         try
         {
-            text = File.ReadAllText(path);
+            text = NetSwap.Server.Hosting.SettingFile.ReadAllText(path, "config file");
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        catch (IOException e)
         {
             throw new ConfigFileException(path, 0, null, $"cannot read: {e.Message}");
         }

@@ -82,7 +82,11 @@ internal sealed class SwapAreaRegistry : IDisposable
     private SwapAdmission CheckNewLocked(SwapExportName name, ConnectionInfo client)
     {
         var size = name.RequestedSize ?? _options.DefaultSizeFor(client.Address);
-        size = (size + SwapHeader.PageSize - 1) / SwapHeader.PageSize * SwapHeader.PageSize;
+        // Compared before rounding up to whole pages: swap:9223372036854775807 overflowed the rounding.
+        if (size <= _options.MaxSize)
+        {
+            size = (size + SwapHeader.PageSize - 1) / SwapHeader.PageSize * SwapHeader.PageSize;
+        }
         if (size > _options.MaxSize)
         {
             return SwapAdmission.Refuse(NbdOptionReplyType.ErrTooBig, $"asked for {size} B of swap; the limit swap-max-size is {_options.MaxSize} B");
