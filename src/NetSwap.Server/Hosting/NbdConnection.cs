@@ -116,9 +116,15 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         }
     }
 
+    // The progress check's view of the client's reading (its thread only): bytes acknowledged at the last look, and when
+    // that figure last moved.
+    private long _ackedSeen = -1;
+    private long _ackedAt;
+
     /// <summary>
-    /// Cuts a connection whose client has stopped holding up its end (called every second by the server): a reply
-    /// write that has waited past send-timeout for a client that does not read, or a request begun whose rest has not
+    /// Cuts a connection whose client has stopped holding up its end (called every 500 ms by the server): a reply
+    /// write waiting while the client's TCP has acknowledged nothing new for send-timeout (over streams with no TCP
+    /// socket of ours under them, a whole write must finish in that time), or a request begun whose rest has not
     /// advanced for payload-timeout. Idle connections are never cut here (keepalive finds dead peers among them).
     /// </summary>
     public void CheckProgress(long now)
@@ -129,6 +135,15 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         }
         var options = _context.Options;
         var writing = _writer.WriteWaitingSince;
+        if (writing != 0 && _transport?.BytesAcked() is { } acked and >= 0)
+        {
+            // The client's TCP acknowledged more since the last look: it is reading, however slowly.
+            if (acked != _ackedSeen)
+            {
+                (_ackedSeen, _ackedAt) = (acked, now);
+            }
+            writing = Math.Max(writing, _ackedAt);
+        }
         if (writing != 0 && Stopwatch.GetElapsedTime(writing, now) > options.SendTimeout)
         {
             ConnectionLog.StalledClient(_logger, Id, Client, "replies made no progress", options.SendTimeout.TotalSeconds);

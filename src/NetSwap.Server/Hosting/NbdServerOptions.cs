@@ -12,8 +12,10 @@ internal sealed class NbdServerOptions
     /// <summary>After SIGTERM, how long requests in flight may take before connections are cut.</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>
-    /// How long one write of a reply (at most 256 KiB) may wait for a client that does not take it: a client that stops
-    /// reading its replies is cut after this, with its area kept for grace as after any lost connection (send-timeout).
+    /// How long a reply write may wait while the client's TCP acknowledges nothing new: a client that stops reading its
+    /// replies is cut after this, with its area kept for grace as after any lost connection (send-timeout). Over streams
+    /// with no TCP socket of ours under them (in-memory pipes, the NetworkStream fallback) a whole write (at most
+    /// 256 KiB) must finish in that time.
     /// </summary>
     public TimeSpan SendTimeout { get; set; } = TimeSpan.FromSeconds(30);
     /// <summary>

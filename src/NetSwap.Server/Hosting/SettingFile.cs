@@ -2,9 +2,9 @@ namespace NetSwap.Server.Hosting;
 
 /// <summary>
 /// Reads a file an administrator named in a setting (config file, client list, TLS certificates, keys, CRL): a regular
-/// file, at most <paramref name="maxBytes"/>, read by this process. Anything else is an IOException whose message names
-/// the path and the reason, never an UnauthorizedAccessException or an unbounded read (a config file symlinked to
-/// /dev/zero once took the daemon to 2.7 GB on SIGHUP).
+/// file of at most maxBytes, read by this process. Anything else is an IOException whose message names the path and
+/// the reason, never an UnauthorizedAccessException or an unbounded read (a config file symlinked to /dev/zero once
+/// took the daemon to 2.7 GB on SIGHUP).
 /// </summary>
 internal static class SettingFile
 {
@@ -14,39 +14,22 @@ internal static class SettingFile
     {
         try
         {
-            if (!File.Exists(path))
-            {
-                throw new IOException($"{what} {path} does not exist");
-            }
             if (!FileKind.IsRegularFile(path))
             {
                 throw new IOException($"{what} {path} is not a regular file");
             }
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.None);
-            var buffer = new byte[Math.Min(maxBytes + 1, Math.Max(stream.Length + 1, 4096))];
-            var total = 0;
-            while (true)
-            {
-                if (total == buffer.Length)
-                {
-                    if (total > maxBytes)
-                    {
-                        throw new IOException($"{what} {path} is larger than {maxBytes} bytes");
-                    }
-                    Array.Resize(ref buffer, Math.Min(maxBytes + 1, buffer.Length * 2));
-                }
-                var n = stream.Read(buffer, total, buffer.Length - total);
-                if (n == 0)
-                {
-                    break;
-                }
-                total += n;
-            }
-            if (total > maxBytes)
+            // A regular file's length is what stat says; bytes appended while it is read are not read.
+            if (stream.Length > maxBytes)
             {
                 throw new IOException($"{what} {path} is larger than {maxBytes} bytes");
             }
-            return buffer[..total];
+            var buffer = new byte[stream.Length];
+            return buffer[..stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false)];
+        }
+        catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new IOException($"{what} {path} does not exist", e);
         }
         catch (UnauthorizedAccessException e)
         {

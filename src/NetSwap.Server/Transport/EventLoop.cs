@@ -98,24 +98,23 @@ internal sealed unsafe class EventLoop
         }
     }
 
-    /// <summary>Hands <paramref name="work"/> to this loop from any thread; the loop wakes if it sleeps.</summary>
-    public void Post(Action work)
+    /// <summary>
+    /// Hands <paramref name="work"/> to this loop from another thread. The eventfd is level-triggered: once written it
+    /// stays readable until <see cref="RunPosted"/> reads it, so a poster that finds the wake already armed knows the
+    /// loop will drain the queue after its item is in (the loop disarms before it reads and swaps).
+    /// </summary>
+    private void Post(Action work)
     {
         lock (_postGate)
         {
             _posted.Add(work);
         }
-        if (t_current != this && Interlocked.Exchange(ref _wakeArmed, 1) == 0)
+        if (Interlocked.Exchange(ref _wakeArmed, 1) == 0)
         {
-            Wake();
+            ulong one = 1;
+            // EAGAIN only when the counter is near overflow: then it is readable already.
+            SocketCalls.Write(_wakeFd, &one, sizeof(ulong));
         }
-    }
-
-    private void Wake()
-    {
-        ulong one = 1;
-        // EAGAIN only when the counter is near overflow: the loop is awake and has not drained it yet.
-        SocketCalls.Write(_wakeFd, &one, sizeof(ulong));
     }
 
     private void RunPosted()
@@ -128,17 +127,6 @@ internal sealed unsafe class EventLoop
             (_posted, _postedRunning) = (_postedRunning, _posted);
         }
         RunAll(_postedRunning);
-    }
-
-    private bool HasPosted
-    {
-        get
-        {
-            lock (_postGate)
-            {
-                return _posted.Count > 0;
-            }
-        }
     }
 
     private void RunReady()
@@ -298,13 +286,6 @@ internal sealed unsafe class EventLoop
         while (true)
         {
             var spinning = _ready.Count > 0 || (_spinTicks > 0 && Stopwatch.GetTimestamp() - lastBusy < _spinTicks);
-            if (!spinning && HasPosted)
-            {
-                // Posted while this thread was busy (the poster saw the wake armed and did not write): run it now.
-                RunPosted();
-                lastBusy = Stopwatch.GetTimestamp();
-                continue;
-            }
             if (!spinning && _idleWork.Count > 0)
             {
                 RunIdleWork();

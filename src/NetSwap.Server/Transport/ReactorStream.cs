@@ -35,6 +35,13 @@ internal sealed class ReactorStream : Stream
     /// <summary>How many times a read or write of this stream has waited for the socket so far.</summary>
     public int Waits => Volatile.Read(ref _waits);
 
+    /// <summary>
+    /// Bytes the peer's TCP has acknowledged so far (TCP_INFO tcpi_bytes_acked), or -1 where the socket cannot say.
+    /// Once a client stops reading, its receive window closes and this stops growing; while it reads, however slowly,
+    /// it grows, even when our send waits for a wake-up that comes only once a third of the send buffer is free.
+    /// </summary>
+    public long BytesAcked() => SocketCalls.TcpBytesAcked(_handle);
+
     private ReactorStream(Socket socket, EventLoop loop)
     {
         _socket = socket;

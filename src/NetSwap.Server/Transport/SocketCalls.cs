@@ -101,6 +101,27 @@ internal static unsafe partial class SocketCalls
     [LibraryImport("libc", EntryPoint = "close")]
     public static partial int Close(int fd);
 
+    [LibraryImport("libc", EntryPoint = "getsockopt", SetLastError = true)]
+    private static partial int GetSockOpt(SafeHandle fd, int level, int name, byte* value, uint* length);
+
+    private const int IpProtoTcp = 6;
+    private const int TcpInfo = 11;
+    // struct tcp_info: tcpi_bytes_acked is the u64 at offset 120 (Linux 4.1 and later; a shorter answer lacks it).
+    private const int BytesAckedOffset = 120;
+    private const int TcpInfoSize = 232;
+
+    /// <summary>tcpi_bytes_acked of a TCP socket, or -1 (not TCP, or a kernel too old to say).</summary>
+    public static long TcpBytesAcked(SafeHandle socket)
+    {
+        var info = stackalloc byte[TcpInfoSize];
+        var length = (uint)TcpInfoSize;
+        if (GetSockOpt(socket, IpProtoTcp, TcpInfo, info, &length) != 0 || length < BytesAckedOffset + sizeof(ulong))
+        {
+            return -1;
+        }
+        return (long)*(ulong*)(info + BytesAckedOffset);
+    }
+
     private const int EfdNonBlock = 0x800;
     private const int EfdCloexec = 0x80000;
 

@@ -101,7 +101,7 @@ internal static class SettingTable
             static (s, v, _) => s.Server.ConnectionBufferBytes = (int)Math.Clamp(AtLeast(ValueParsers.Size(v), 256 * 1024), 0, 1 << 30)),
         new("shutdown-timeout", "DURATION", "On SIGTERM, how long requests in flight may take before connections are closed. Default: 5s.",
             static (s, v, _) => s.Server.ShutdownTimeout = ValueParsers.Duration(v)),
-        new("send-timeout", "DURATION", "A client that takes none of a reply for this long (it stopped reading) is cut; its swap area waits out swap-grace. Default: 30s.",
+        new("send-timeout", "DURATION", "A client that takes no byte of a waiting reply for this long (it stopped reading) is cut; its swap area waits out swap-grace. Default: 30s.",
             static (s, v, _) => s.Server.SendTimeout = NonZero(ValueParsers.Duration(v))),
         new("payload-timeout", "DURATION", "A request begun (header or WRITE payload) whose rest stops arriving for this long cuts the connection. Default: 30s.",
             static (s, v, _) => s.Server.PayloadTimeout = NonZero(ValueParsers.Duration(v))),

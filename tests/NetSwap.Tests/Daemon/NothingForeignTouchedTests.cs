@@ -49,6 +49,18 @@ public class NothingForeignTouchedTests
     }
 
     [Fact]
+    public async Task SwapDirOwnedByAnotherUser_IsRefused_AndLeftAsItWas()
+    {
+        // Made in advance by someone else (root here), readable by all: the service user (nobody) must not adopt it.
+        var dir = NewDirectory((UnixFileMode)0x1ED);
+        await using var daemon = DaemonProcess.StartWith(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+            "--listen", "127.0.0.1:0", "--swap-dir", dir);
+        Assert.Equal(1, await daemon.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Contains($"swap-dir {dir} belongs to uid 0", daemon.Stderr);
+        Assert.Equal((UnixFileMode)0x1ED, File.GetUnixFileMode(dir));
+    }
+
+    [Fact]
     public async Task CheckConfig_CreatesNothing()
     {
         var parent = NewDirectory(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);

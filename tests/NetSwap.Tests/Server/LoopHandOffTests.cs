@@ -13,6 +13,13 @@ namespace NetSwap.Tests.Server;
 [Collection(nameof(TimingCollection))]
 public class LoopHandOffTests
 {
+    [Fact]
+    public void LoopAffinityChecks_AreOnInTheTests()
+    {
+        // The test project's runtimeconfig turns them on; without it every assertion of loop ownership is silent.
+        Assert.True(NetSwap.Server.Transport.EventLoop.CheckAffinity);
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

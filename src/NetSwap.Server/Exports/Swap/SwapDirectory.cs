@@ -98,10 +98,18 @@ internal sealed partial class SwapDirectory
             }
             return full;
         }
-        if ((File.GetUnixFileMode(full) & OthersWrite) != 0)
+        var mode = File.GetUnixFileMode(full);
+        if ((mode & OthersWrite) != 0)
         {
             // Another user could plant or swap files there (a /tmp, or a /var/tmp path made by someone else).
-            throw new IOException($"swap-dir {full} is writable by other users (mode {Convert.ToString((int)File.GetUnixFileMode(full), 8)}); give netswapd a directory of its own");
+            throw new IOException($"swap-dir {full} is writable by other users (mode {Convert.ToString((int)mode, 8)}); give netswapd a directory of its own");
+        }
+        if (!IsRoot && Hosting.FileKind.Owner(full) is { } owner && owner != GetEuid())
+        {
+            // Not ours (a /var/tmp/netswap-UID path made in advance by another user): the old chmod failed on such a
+            // directory with EPERM, and that refusal is kept without changing anything. Root may use a directory the
+            // service user owns (the package's /var/lib/netswap); areas have no names there for anyone to reach.
+            throw new IOException($"swap-dir {full} belongs to uid {owner}, not to this process (uid {GetEuid()}); give netswapd a directory of its own");
         }
         foreach (var entry in new DirectoryInfo(full).EnumerateFileSystemInfos())
         {
