@@ -109,7 +109,7 @@ namespace NetSwap.Daemon
             LogPolicy(logger, policy);
             LogTls(logger, tls);
             var context = new NbdServerContext(catalog, settings.Server, logger, policy) { Tls = tls };
-            ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.ShutdownTimeout,
+            ServerLog.Limits(logger, settings.Server.HandshakeTimeout, settings.Server.MaxRequestsInFlight, settings.Server.ConnectionBufferBytes, settings.Server.PayloadMemoryBytes, settings.Server.ShutdownTimeout,
                 settings.Server.SendTimeout, settings.Server.PayloadTimeout);
             await using var server = new NbdServer(context);
             var startedAt = DateTimeOffset.UtcNow;

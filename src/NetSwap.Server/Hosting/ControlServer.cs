@@ -8,7 +8,7 @@ using NetSwap.Server.Exports.Swap;
 namespace NetSwap.Server.Hosting;
 
 /// <summary>
-/// The administrator's view: a Unix socket (mode 0600 in a 0700 directory, so only root and the service user open it)
+/// The administrator's view: a Unix socket (mode 0600, so only root and the service user open it)
 /// answering <c>status</c> with a JSON <see cref="ServerStatus"/>.
 /// </summary>
 internal sealed partial class ControlServer : IAsyncDisposable

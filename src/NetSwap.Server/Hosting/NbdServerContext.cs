@@ -21,6 +21,7 @@ internal sealed class NbdServerContext
         _policy = policy ?? AccessPolicy.AllowAll;
         Limiter = new ConnectionLimiter(_policy.Limits);
         TotalBandwidth = new TokenBucket(_policy.Limits.BandwidthTotal, Math.Max(_policy.Limits.BandwidthTotal / 10, 1));
+        PayloadMemory = new Transport.ByteBudget(options.PayloadMemoryBytes);
     }
 
     /// <summary>The access rules and limits in force; replaced whole on SIGHUP.</summary>
@@ -36,6 +37,9 @@ internal sealed class NbdServerContext
     }
 
     public ConnectionLimiter Limiter { get; }
+
+    /// <summary>The server-wide payload allowance (payload-memory); every connection's own budget comes on top of it.</summary>
+    public Transport.ByteBudget PayloadMemory { get; }
 
     /// <summary>TLS credentials and rules in force; replaced whole on SIGHUP.</summary>
     public Tls.TlsConfiguration Tls { get; set; } = NetSwap.Server.Tls.TlsConfiguration.Disabled;

@@ -9,6 +9,11 @@ internal sealed class NbdServerOptions
     public int MaxRequestsInFlight { get; set; } = 64;
     /// <summary>Payload buffer one connection may hold at once, however large its requests.</summary>
     public int ConnectionBufferBytes { get; set; } = 1024 * 1024;
+    /// <summary>
+    /// Payload buffer all connections together may hold at once (payload-memory): a request waits for its share, so a
+    /// thousand clients that stop half-way through their payloads hold this much at most, not a thousand budgets.
+    /// </summary>
+    public int PayloadMemoryBytes { get; set; } = 256 * 1024 * 1024;
     /// <summary>After SIGTERM, how long requests in flight may take before connections are cut.</summary>
     public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(5);
     /// <summary>

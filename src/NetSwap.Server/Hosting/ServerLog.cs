@@ -88,6 +88,6 @@ internal static partial class ServerLog
     [LoggerMessage(9, LogLevel.Information, "access limits: max-clients {MaxClients}, max-clients-per-address {PerAddress}, max-clients-per-export {PerExport}, connection-rate {Rate}/s (burst {Burst}), bandwidth-per-client {PerClient} B/s, bandwidth-total {Total} B/s (0: no limit); client list {ClientList}")]
     public static partial void AccessLimits(ILogger logger, int maxClients, int perAddress, int perExport, double rate, int burst, long perClient, long total, string clientList);
 
-    [LoggerMessage(6, LogLevel.Information, "limits: handshake timeout {HandshakeTimeout}, {MaxInFlight} requests in flight and {BufferBytes} B of buffers per connection, shutdown timeout {ShutdownTimeout}, send timeout {SendTimeout}, payload timeout {PayloadTimeout}")]
-    public static partial void Limits(ILogger logger, TimeSpan handshakeTimeout, int maxInFlight, int bufferBytes, TimeSpan shutdownTimeout, TimeSpan sendTimeout, TimeSpan payloadTimeout);
+    [LoggerMessage(6, LogLevel.Information, "limits: handshake timeout {HandshakeTimeout}, {MaxInFlight} requests in flight and {BufferBytes} B of buffers per connection and {PayloadMemory} B for all, shutdown timeout {ShutdownTimeout}, send timeout {SendTimeout}, payload timeout {PayloadTimeout}")]
+    public static partial void Limits(ILogger logger, TimeSpan handshakeTimeout, int maxInFlight, int bufferBytes, int payloadMemory, TimeSpan shutdownTimeout, TimeSpan sendTimeout, TimeSpan payloadTimeout);
 }

@@ -645,11 +645,23 @@ internal sealed partial class NbdConnection
         _ => NbdError.IO,
     };
 
-    /// <summary>Takes a payload buffer from the connection's budget: a power of two, as the pool hands them out.</summary>
+    /// <summary>
+    /// Takes a payload buffer from the connection's budget and then the server's (payload-memory): a power of two, as
+    /// the pool hands them out. Waiting for the server's share holds only this connection's own.
+    /// </summary>
     private async ValueTask<(byte[] Buffer, int Reserved)> RentAsync(int length, CancellationToken abort)
     {
         var reserved = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(length, 16));
         await _budget.AcquireAsync(reserved, abort);
+        try
+        {
+            await _context.PayloadMemory.AcquireAsync(reserved, abort);
+        }
+        catch
+        {
+            _budget.Release(reserved);
+            throw;
+        }
         if (Interlocked.Exchange(ref _spare, null) is { } spare)
         {
             if (spare.Length >= reserved)
@@ -671,6 +683,7 @@ internal sealed partial class NbdConnection
     private void Return(byte[] buffer, int reserved)
     {
         _budget.Release(reserved);
+        _context.PayloadMemory.Release(reserved);
         if (_transport?.Loop is { IsCurrentThread: true } loop && Interlocked.CompareExchange(ref _spare, buffer, null) is null)
         {
             if (!_spareQueued)

@@ -161,6 +161,44 @@ public class StalledClientTests
         Assert.True(code == 0, daemon.Stderr);
     }
 
+    [Fact]
+    public async Task ServerWidePayloadMemory_IsCapped_AndAllOfItComesBack()
+    {
+        const int cap = 1 << 20;
+        await using var server = await ServerHarness.StartAsync(o =>
+        {
+            o.PayloadMemoryBytes = cap;
+            o.PayloadTimeout = TimeSpan.FromSeconds(2);
+        }, ("disk", 8L << 20, false));
+        // Eight clients each start a 200 KiB WRITE (a 256 KiB share) and stop half-way: twice the cap between them.
+        var stalled = new List<(Socket Socket, NetworkStream Stream)>();
+        for (var i = 0; i < 8; i++)
+        {
+            var (socket, stream) = await OpenRawAsync(server, "disk");
+            var message = new byte[NbdRequest.Size + 100 * 1024];
+            new NbdRequest(0, NbdCommand.Write, 1, 0, 200 * 1024).Write(message);
+            await stream.WriteAsync(message);
+            stalled.Add((socket, stream));
+        }
+        var memory = server.Context.PayloadMemory;
+        Assert.True(await WaitUntilAsync(() => memory.Available == 0, TimeSpan.FromSeconds(5)), $"{memory.Available} B of the cap still free");
+        // A well-behaved client waits for its share; it gets it once the stalled holders are cut (payload-timeout).
+        await using var good = await server.ConnectAsync();
+        await good.StartAsync();
+        await good.GoAsync("disk", structured: false);
+        var reply = await good.RequestAsync(NbdCommand.Write, 0, 4096, payload: new byte[4096]);
+        Assert.Equal(NbdError.None, reply.Error);
+        Assert.True(memory.PeakInUse <= cap, $"{memory.PeakInUse} B held at once, over the {cap} B cap");
+        Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 1, TimeSpan.FromSeconds(10)), "stalled clients not cut");
+        // Everything the stalled connections held is given back.
+        Assert.True(await WaitUntilAsync(() => memory.Available == cap, TimeSpan.FromSeconds(5)), $"{cap - memory.Available} B never given back");
+        foreach (var (socket, stream) in stalled)
+        {
+            socket.Dispose();
+            await stream.DisposeAsync();
+        }
+    }
+
     private static async Task AssertCutAsync(ServerHarness server, string who, string logged)
     {
         Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 0, TimeSpan.FromSeconds(10)),
