@@ -13,7 +13,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench e2e certs fuzz clean
+.PHONY: all build run test test-deps dist install bench e2e certs fuzz soak clean
 
 all: build
 
@@ -77,6 +77,11 @@ FUZZ_TARGET  ?= connection
 FUZZ_SECONDS ?= 600
 fuzz:
 	scripts/fuzz.sh $(FUZZ_TARGET) $(FUZZ_SECONDS)
+
+## The fault soak of issue 14: make soak SOAK_MINUTES=30 (root: it mounts a tmpfs). `make test` runs two minutes of it.
+SOAK_MINUTES ?= 10
+soak: test-deps dist
+	/usr/bin/python3 tests/soak/soak.py --minutes $(SOAK_MINUTES) --daemon dist/netswapd
 
 ## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
 bench: dist

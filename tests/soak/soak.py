@@ -1,0 +1,387 @@
+#!/usr/bin/python3
+"""Fault soak for netswapd (issue 14): for a given time, clients of every kind connect, do verified I/O and vanish
+in every way a real client can (cleanly, without NBD_CMD_DISC, by RST, half-way through a payload, by no longer
+reading replies), while SIGHUP arrives every few seconds. At the end: no request was left unanswered, no area or byte
+is left on the swap file system, RSS is back near where it was once warm, and the daemon exits on SIGTERM in time.
+
+Usage: soak.py [--minutes M] [--daemon "CMD ..."]   (root: it mounts a tmpfs for the swap areas)
+Talks only to 127.0.0.1. Prints one line per finding and a summary; exit 0 when every check held, 1 otherwise.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+REQUEST_MAGIC = 0x25609513
+SIMPLE_REPLY_MAGIC = 0x67446698
+IHAVEOPT = 0x49484156454F5054
+OPT_GO = 7
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
+SEND_TIMEOUT = 3
+PAYLOAD_TIMEOUT = 3
+GRACE = 2
+SHUTDOWN_TIMEOUT = 2
+# Unacknowledged data this old ends a connection in the kernel (a client whose TCP no longer answers at all).
+USER_TIMEOUT = 5
+# A request unanswered this long while its client reads is a stall: the failure this soak exists to find.
+STALL = 10
+MIB = 1 << 20
+
+failures = []
+counts = {}
+lock = threading.Lock()
+
+
+def fail(message):
+    with lock:
+        failures.append(message)
+    print(f"soak: FAIL {message}", flush=True)
+
+
+def count(kind):
+    with lock:
+        counts[kind] = counts.get(kind, 0) + 1
+
+
+def recv_exact(sock, n):
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return bytes(data)
+
+
+def connect(port, name, timeout=STALL, receive_buffer=None):
+    """Fixed newstyle handshake and NBD_OPT_GO; returns (socket, export size, transmission flags)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:
+        # Before connect, so the window is small from the start (set later on loopback, segments are dropped instead).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(timeout)
+    sock.connect(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    recv_exact(sock, 18)
+    sock.sendall(struct.pack(">I", 3))
+    encoded = name.encode()
+    data = struct.pack(">I", len(encoded)) + encoded + struct.pack(">H", 0)
+    sock.sendall(struct.pack(">QII", IHAVEOPT, OPT_GO, len(data)) + data)
+    size = flags = None
+    while True:
+        _, _, reply, length = struct.unpack(">QIII", recv_exact(sock, 20))
+        payload = recv_exact(sock, length)
+        if reply == 1:
+            return sock, size, flags
+        if reply == 3 and struct.unpack(">H", payload[:2])[0] == 0:
+            size, flags = struct.unpack(">QH", payload[2:12])
+        elif reply & 0x80000000:
+            raise RuntimeError(f"GO {name} refused: {reply:#x} {payload[4:].decode(errors='replace')}")
+
+
+def request(cmd, cookie, offset, length, flags=0):
+    return struct.pack(">IHHQQI", REQUEST_MAGIC, flags, cmd, cookie, offset, length)
+
+
+def rst_close(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def verified_client(port, rng, token):
+    """Pipelined writes and reads (up to 16 in flight) against a model of the area; ends in one of four ways."""
+    sock, size, flags = connect(port, f"swap/{token}:16M")
+    # NBD_CMD_FLAG_FUA only where the export says NBD_FLAG_SEND_FUA.
+    fua = [0, 0, 0, 1] if flags & (1 << 3) else [0]
+    model = {}
+    region = min(size, 16 * MIB) // 4096
+    inflight = {}
+    cookie = 0
+    # Pages of requests in flight: never two at once on one page, so the model is exact.
+    busy = set()
+    for _ in range(rng.randint(50, 400)):
+        while len(inflight) < 16:
+            page = rng.randrange(1, region)
+            if page in busy:
+                break
+            cookie += 1
+            busy.add(page)
+            if page in model and rng.random() < 0.5:
+                inflight[cookie] = ("read", page, model[page])
+                sock.sendall(request(CMD_READ, cookie, page * 4096, 4096))
+            else:
+                value = bytes([rng.randrange(256)]) * 4096
+                model[page] = value
+                inflight[cookie] = ("write", page, None)
+                sock.sendall(request(CMD_WRITE, cookie, page * 4096, 4096, flags=rng.choice(fua)) + value)
+        started = time.monotonic()
+        try:
+            magic, error, answered = struct.unpack(">IIQ", recv_exact(sock, 16))
+        except socket.timeout:
+            fail(f"verified client {token}: {len(inflight)} requests unanswered for {time.monotonic() - started:.0f} s")
+            sock.close()
+            return
+        if magic != SIMPLE_REPLY_MAGIC or answered not in inflight:
+            fail(f"verified client {token}: bad reply magic {magic:#x} or cookie {answered}")
+            sock.close()
+            return
+        kind, page, expected = inflight.pop(answered)
+        busy.discard(page)
+        if error:
+            fail(f"verified client {token}: {kind} of page {page} failed with error {error}")
+        if kind == "read" and not error:
+            if recv_exact(sock, 4096) != expected:
+                fail(f"verified client {token}: page {page} read back wrong")
+    ending = rng.choice(["disc", "fin", "rst", "rst-in-flight"])
+    if ending == "disc":
+        while inflight:
+            magic, error, answered = struct.unpack(">IIQ", recv_exact(sock, 16))
+            kind, _, _ = inflight.pop(answered)
+            if kind == "read" and not error:
+                recv_exact(sock, 4096)
+        sock.sendall(request(CMD_DISC, 0, 0, 0))
+        sock.close()
+    elif ending == "fin":
+        sock.close()
+    else:
+        rst_close(sock)
+    count(f"verified/{ending}")
+
+
+def libnbd_client(port, rng, token):
+    import nbd
+    h = nbd.NBD()
+    h.connect_uri(f"nbd://127.0.0.1:{port}/swap/{token}:16M")
+    for _ in range(rng.randint(5, 40)):
+        offset = rng.randrange(0, 16 * MIB - 65536, 4096)
+        data = os.urandom(rng.choice([4096, 65536]))
+        h.pwrite(data, offset)
+        if h.pread(len(data), offset) != data:
+            fail(f"libnbd client {token}: read back wrong at {offset}")
+    if rng.random() < 0.5:
+        h.shutdown()
+        count("libnbd/clean")
+    else:
+        count("libnbd/vanish")
+    # libnbd 1.14's Python binding has no close(): the handle closes its socket when it goes.
+    del h
+
+
+def qemu_io_client(port, rng, token):
+    pattern = rng.randrange(1, 255)
+    result = subprocess.run(
+        ["qemu-io", "-f", "raw", "-c", f"write -P {pattern} 0 1M", "-c", f"read -P {pattern} 0 1M",
+         f"nbd://127.0.0.1:{port}/swap:8M"], capture_output=True, text=True, timeout=STALL * 6)
+    if result.returncode != 0 or "verification failed" in result.stdout + result.stderr:
+        fail(f"qemu-io: exit {result.returncode}: {(result.stdout + result.stderr).strip()[-300:]}")
+    count("qemu-io")
+
+
+def flood_without_reading(sock, seconds=1.0):
+    """WRITEs, replies never read, until the server stops taking them."""
+    sock.setblocking(False)
+    cookie = 0
+    idle_since = time.monotonic()
+    message = b""
+    while time.monotonic() - idle_since < seconds:
+        if not message:
+            cookie += 1
+            message = request(CMD_WRITE, cookie, (cookie % 256) * 4096, 4096) + b"\x5a" * 4096
+        try:
+            sent = sock.send(message)
+            message = message[sent:]
+            idle_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    sock.setblocking(True)
+
+
+def wait_cut(sock, within):
+    """True when the server closes (or resets) the connection within `within` seconds."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def misbehaving_client(port, rng, token):
+    sock, _, _ = connect(port, f"swap/{token}:8M", receive_buffer=4096)
+    kind = rng.choice(["stop-reading-rst", "stop-reading-stay", "half-payload-rst", "half-payload-stay"])
+    if kind.startswith("stop-reading"):
+        flood_without_reading(sock)
+        if kind.endswith("rst"):
+            rst_close(sock)
+        else:
+            # Read nothing more: the server must cut it after send-timeout.
+            if not wait_cut_without_reading(sock, SEND_TIMEOUT + STALL):
+                fail(f"client {token} that stopped reading was not cut within {SEND_TIMEOUT + STALL} s")
+            sock.close()
+    else:
+        length = rng.choice([64 * 1024, 1 * MIB])
+        sock.sendall(request(CMD_WRITE, 1, 0, length) + b"\x11" * (length // 2))
+        if kind.endswith("rst"):
+            time.sleep(rng.random())
+            rst_close(sock)
+        else:
+            if not wait_cut(sock, PAYLOAD_TIMEOUT + STALL):
+                fail(f"client {token} that stopped half-way through a payload was not cut within {PAYLOAD_TIMEOUT + STALL} s")
+            sock.close()
+    count(f"misbehaving/{kind}")
+
+
+def wait_cut_without_reading(sock, within):
+    """Whether the server gives up on us (we keep not reading): the socket reports an error or the peer's FIN."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        # MSG_PEEK of nothing new tells us nothing; TCP_INFO's state does: the server's FIN or RST moves it off ESTABLISHED.
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        if state != 1:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def worker(port, seed, deadline, kinds):
+    rng = random.Random(seed)
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        kind = rng.choice(kinds)
+        token = f"w{seed}n{n}"
+        try:
+            kind(port, rng, token)
+        except Exception as e:  # noqa: BLE001 - every failure is a finding, named and counted
+            fail(f"{kind.__name__} {token}: {type(e).__name__}: {e}")
+
+
+def status(daemon_cmd, control):
+    result = subprocess.run(daemon_cmd + ["status", "--json", "--control-socket", control], capture_output=True,
+                            text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"status: {result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=2)
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--daemon", default=os.path.join(here, "..", "..", "dist", "netswapd"),
+                        help="how to run netswapd (a command line)")
+    parser.add_argument("--seed", type=int, default=int(time.time()))
+    args = parser.parse_args()
+    daemon_cmd = shlex.split(args.daemon)
+    print(f"soak: {args.minutes} minutes, seed {args.seed}, daemon {args.daemon}", flush=True)
+
+    work = tempfile.mkdtemp(prefix="netswap-soak-")
+    swap = os.path.join(work, "swap")
+    os.mkdir(swap, 0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1G,mode=0700", "tmpfs", swap], check=True)
+    control = os.path.join(work, "ctl.sock")
+    daemon = None
+    try:
+        fs = os.statvfs(swap)
+        used_before = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        daemon = subprocess.Popen(
+            daemon_cmd + ["--listen", "127.0.0.1:0", "--swap-dir", swap, "--swap-size", "16M", "--swap-grace", f"{GRACE}s",
+                          "--send-timeout", f"{SEND_TIMEOUT}s", "--payload-timeout", f"{PAYLOAD_TIMEOUT}s",
+                          "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT}s", "--tcp-user-timeout", f"{USER_TIMEOUT}s", "--discovery", "off", "--control-socket", control,
+                          "--max-clients-per-address", "1000"],
+            stderr=subprocess.PIPE, text=True)
+        log = []
+        threading.Thread(target=lambda: [log.append(line) for line in daemon.stderr], daemon=True).start()
+        port = None
+        for _ in range(300):
+            match = next((re.search(r"listening on 127\.0\.0\.1:(\d+)", line) for line in list(log)
+                          if "listening on 127.0.0.1:" in line), None)
+            if match:
+                port = int(match.group(1))
+                break
+            time.sleep(0.1)
+        if port is None:
+            raise RuntimeError("netswapd did not start:\n" + "".join(log))
+
+        deadline = time.monotonic() + args.minutes * 60
+        kinds = [verified_client, verified_client, libnbd_client, qemu_io_client, misbehaving_client]
+        threads = [threading.Thread(target=worker, args=(port, args.seed * 100 + i, deadline, kinds)) for i in range(6)]
+        for t in threads:
+            t.start()
+        warm = None
+        peak = 0
+        last_hup = time.monotonic()
+        while any(t.is_alive() for t in threads):
+            time.sleep(0.5)
+            peak = max(peak, rss_kib(daemon.pid))
+            if warm is None and time.monotonic() > deadline - args.minutes * 60 + 15:
+                warm = rss_kib(daemon.pid)
+            if time.monotonic() - last_hup > 5:
+                daemon.send_signal(signal.SIGHUP)
+                count("sighup")
+                last_hup = time.monotonic()
+            if daemon.poll() is not None:
+                raise RuntimeError(f"netswapd exited with {daemon.returncode} during the soak:\n" + "".join(log[-30:]))
+        warm = warm or peak
+
+        # Everything ends: connections (grace, timeouts) and their areas; the space is back.
+        settle = time.monotonic() + GRACE + max(SEND_TIMEOUT, PAYLOAD_TIMEOUT) + 20
+        state = status(daemon_cmd, control)
+        while (state["clients"] or state["swap"]["areas"]) and time.monotonic() < settle:
+            time.sleep(0.5)
+            state = status(daemon_cmd, control)
+        if state["clients"] or state["swap"]["areas"]:
+            fail(f"left behind: {len(state['clients'])} clients, {len(state['swap']['areas'])} areas, "
+                 f"{state['swap']['in_use']} B committed")
+        fs = os.statvfs(swap)
+        used_after = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
+        if used_after > used_before:
+            fail(f"{used_after - used_before} B still used on the swap file system")
+        end = rss_kib(daemon.pid)
+        print(f"soak: RSS warm {warm // 1024} MiB, peak {peak // 1024} MiB, end {end // 1024} MiB", flush=True)
+        if end > warm + 64 * 1024:
+            fail(f"RSS {end // 1024} MiB at the end, {warm // 1024} MiB once warm")
+
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            code = daemon.wait(timeout=SHUTDOWN_TIMEOUT + 3)
+            if code != 0:
+                fail(f"netswapd exited {code} on SIGTERM")
+            print(f"soak: SIGTERM to exit {time.monotonic() - started:.2f} s", flush=True)
+        except subprocess.TimeoutExpired:
+            fail(f"netswapd still running {SHUTDOWN_TIMEOUT + 3} s after SIGTERM")
+        for line in log:
+            if "Unhandled exception" in line or "unexpected" in line:
+                fail(f"daemon log: {line.strip()}")
+    finally:
+        if daemon and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        subprocess.run(["umount", "-l", swap])
+        subprocess.run(["rm", "-rf", work])
+    print("soak: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)
+    print(f"soak: {len(failures)} failures", flush=True)
+    return 1 if failures or not counts else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
