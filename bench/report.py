@@ -17,7 +17,7 @@ for line in open(path):
     # iops, MiB/s, mean and p99 latency, fio's CPU %, the server's CPU µs per request ("nan" where not measured).
     rows[(medium, name, server)].append(tuple(float(v) for v in fields[4:]))
 
-servers = ["netswapd", "nbdkit", "nbd-server", "qemu-nbd"]
+servers = [s for s in ["netswapd", "netswapd-baseline", "nbdkit", "nbd-server", "qemu-nbd"] if any(k[2] == s for k in rows)]
 media = sorted({k[0] for k in rows}, key=lambda m: ["tmpfs", "disk"].index(m) if m in ("tmpfs", "disk") else 9)
 workloads = []
 for k in rows:
@@ -60,7 +60,7 @@ print("(user + system, % of one core; near 100 % the client cannot go faster, wh
 print("time per request (all its threads and processes, from a cgroup of its own; lower is better).\n")
 print(f"- Machine: {cpu()}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, kernel {platform.release()}")
 print(f"- Peers: {version(['nbdkit', '--version'])}; {version(['qemu-nbd', '--version'])}; nbd-server from Debian 12; {version(['fio', '--version'])}")
-print("- netswapd: native AOT build from `make dist`\n")
+print("- netswapd: native AOT build from `make dist`" + ("; netswapd-baseline: an earlier build (BASELINE=), same run" if "netswapd-baseline" in servers else "") + "\n")
 for medium in media:
     print(f"## Image on {medium}\n")
     print("| workload | server | IOPS | MiB/s | mean latency µs | p99 latency µs | IOPS vs nbdkit | mean latency vs nbdkit | fio CPU % | server CPU µs/request |")

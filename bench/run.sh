@@ -6,6 +6,9 @@
 #   bench/run.sh                         all workloads, image on tmpfs and on disk, 5 rounds of 5 s
 #   ROUNDS=7 RUNTIME=10 bench/run.sh     longer
 #   MEDIA=tmpfs bench/run.sh             one medium only
+#   SERVERS="netswapd nbdkit" WORKLOADS="4k-randread-qd1 4k-randwrite-qd16" bench/run.sh   a subset
+#   BASELINE=/tmp/old/netswapd bench/run.sh   also an earlier netswapd build (netswapd-baseline), same run: what a
+#                                          change costs, measured side by side rather than across days
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
@@ -28,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 # name rw bs iodepth
-workloads=(
+all_workloads=(
   "4k-randread-qd1 randread 4k 1"
   "4k-randread-qd16 randread 4k 16"
   "4k-randwrite-qd1 randwrite 4k 1"
@@ -36,8 +39,18 @@ workloads=(
   "128k-seqwrite-qd8 write 128k 8"
   "64k-randread-qd4 randread 64k 4"
 )
-servers=(netswapd nbdkit nbd-server qemu-nbd)
-port_of() { case $1 in netswapd) echo 19572;; nbdkit) echo 19573;; nbd-server) echo 19574;; qemu-nbd) echo 19575;; esac; }
+workloads=()
+for w in "${all_workloads[@]}"; do
+  if [ -z "${WORKLOADS:-}" ] || [[ " $WORKLOADS " == *" ${w%% *} "* ]]; then workloads+=("$w"); fi
+done
+[ ${#workloads[@]} -gt 0 ] || { echo "bench: WORKLOADS matches none of: ${all_workloads[*]%% *}" >&2; exit 1; }
+read -r -a servers <<<"${SERVERS:-netswapd nbdkit nbd-server qemu-nbd}"
+if [ -n "${BASELINE:-}" ]; then
+  [ -x "$BASELINE" ] || { echo "bench: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
+  servers=(netswapd netswapd-baseline "${servers[@]:1}")
+fi
+port_of() { case $1 in netswapd) echo 19572;; nbdkit) echo 19573;; nbd-server) echo 19574;; qemu-nbd) echo 19575;; netswapd-baseline) echo 19576;; esac; }
+serving() { [[ " ${servers[*]} " == *" $1 "* ]]; }
 
 # CPU time of each server, children and threads included: each runs in a cgroup of its own (cgroup v1 cpuacct, or v2
 # cpu.stat), so a row can say how much CPU the server spent per request. Where neither can be made, the column says n/a.
@@ -73,12 +86,32 @@ cg_remove() {
 
 start_servers() {
   local image=$1
-  "$NETSWAPD" --listen "127.0.0.1:$(port_of netswapd)" --export "bench=$image" -q 2>"$work/netswapd.log" &
-  pids+=($!)
-  cg_join netswapd $!
-  nbdkit -f -p "$(port_of nbdkit)" -i 127.0.0.1 file "$image" 2>"$work/nbdkit.log" &
-  pids+=($!)
-  cg_join nbdkit $!
+  if serving netswapd; then
+    "$NETSWAPD" --listen "127.0.0.1:$(port_of netswapd)" --export "bench=$image" -q 2>"$work/netswapd.log" &
+    pids+=($!)
+    cg_join netswapd $!
+  fi
+  if serving netswapd-baseline; then
+    "$BASELINE" --listen "127.0.0.1:$(port_of netswapd-baseline)" --export "bench=$image" -q 2>"$work/baseline.log" &
+    pids+=($!)
+    cg_join netswapd-baseline $!
+  fi
+  if serving nbdkit; then
+    nbdkit -f -p "$(port_of nbdkit)" -i 127.0.0.1 file "$image" 2>"$work/nbdkit.log" &
+    pids+=($!)
+    cg_join nbdkit $!
+  fi
+  serving nbd-server && start_nbd_server "$image"
+  if serving qemu-nbd; then
+    qemu-nbd -f raw -b 127.0.0.1 -p "$(port_of qemu-nbd)" -x bench -t -e 16 "$image" 2>"$work/qemu-nbd.log" &
+    pids+=($!)
+    cg_join qemu-nbd $!
+  fi
+  for s in "${servers[@]}"; do wait_port "$(port_of "$s")"; done
+}
+
+start_nbd_server() {
+  local image=$1
   cat > "$work/nbd-server.conf" <<CONF
 [generic]
   listenaddr = 127.0.0.1
@@ -90,10 +123,6 @@ CONF
   nbd-server -C "$work/nbd-server.conf" -p "$work/nbd-server.pid" 2>"$work/nbd-server.log"
   for _ in $(seq 1 50); do [ -s "$work/nbd-server.pid" ] && break; sleep 0.05; done
   cg_join nbd-server "$(cat "$work/nbd-server.pid")"   # it forks a process per client: those follow it
-  qemu-nbd -f raw -b 127.0.0.1 -p "$(port_of qemu-nbd)" -x bench -t -e 16 "$image" 2>"$work/qemu-nbd.log" &
-  pids+=($!)
-  cg_join qemu-nbd $!
-  for s in "${servers[@]}"; do wait_port "$(port_of "$s")"; done
 }
 
 stop_servers() {

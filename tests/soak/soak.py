@@ -143,12 +143,13 @@ def verified_client(port, rng, token):
             if recv_exact(sock, 4096) != expected:
                 fail(f"verified client {token}: page {page} read back wrong")
     ending = rng.choice(["disc", "fin", "rst", "rst-in-flight"])
-    if ending == "disc":
+    if ending in ("disc", "rst"):
         while inflight:
             magic, error, answered = struct.unpack(">IIQ", recv_exact(sock, 16))
             kind, _, _ = inflight.pop(answered)
             if kind == "read" and not error:
                 recv_exact(sock, 4096)
+    if ending == "disc":
         sock.sendall(request(CMD_DISC, 0, 0, 0))
         sock.close()
     elif ending == "fin":
