@@ -18,19 +18,44 @@ internal sealed class NbdServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopAccepting = new();
     private readonly Timer _refusalReport;
     private static readonly TimeSpan RefusalReportInterval = TimeSpan.FromSeconds(10);
-    // Looks for connections whose client stopped holding up its end (send-timeout, payload-timeout).
+    // Looks for connections whose client stopped holding up its end (send-timeout, payload-timeout); armed only while
+    // there are connections (under _progressGate), so an idle server has no timer ticking twice a second.
     private readonly Timer _progressCheck;
+    private readonly Lock _progressGate = new();
+    private bool _progressArmed;
     private static readonly TimeSpan ProgressCheckInterval = TimeSpan.FromMilliseconds(500);
 
     public NbdServer(NbdServerContext context)
     {
         _context = context;
         _refusalReport = new Timer(static s => ((NbdServer)s!).ReportRefusals(), this, RefusalReportInterval, RefusalReportInterval);
-        _progressCheck = new Timer(static s => ((NbdServer)s!).CheckProgress(), this, ProgressCheckInterval, ProgressCheckInterval);
+        _progressCheck = new Timer(static s => ((NbdServer)s!).CheckProgress(), this, Timeout.Infinite, Timeout.Infinite);
+    }
+
+    private void ArmProgressCheck()
+    {
+        lock (_progressGate)
+        {
+            if (!_progressArmed)
+            {
+                _progressArmed = true;
+                _progressCheck.Change(ProgressCheckInterval, ProgressCheckInterval);
+            }
+        }
     }
 
     private void CheckProgress()
     {
+        lock (_progressGate)
+        {
+            // A connection added after this check arms the timer again itself.
+            if (_connections.IsEmpty)
+            {
+                _progressArmed = false;
+                _progressCheck.Change(Timeout.Infinite, Timeout.Infinite);
+                return;
+            }
+        }
         var now = System.Diagnostics.Stopwatch.GetTimestamp();
         foreach (var (connection, _) in _connections.Values)
         {
@@ -148,6 +173,7 @@ internal sealed class NbdServer : IAsyncDisposable
         var started = new TaskCompletionSource();
         var task = RunAsync(connection, started.Task, oldstyle, counted);
         _connections[connection.Id] = (connection, task);
+        ArmProgressCheck();
         started.SetResult();
         return task;
     }

@@ -224,6 +224,25 @@ public class StalledClientTests
     }
 
     [Fact]
+    public async Task AfterTheServerWasIdle_AStalledClientIsStillCut()
+    {
+        // The progress check sleeps while there is no connection; the next connection must wake it.
+        await using var server = await ServerHarness.StartAsync(o => o.PayloadTimeout = TimeSpan.FromSeconds(1), ("disk", 8L << 20, false));
+        var (first, firstStream) = await OpenRawAsync(server, "disk");
+        first.Dispose();
+        await firstStream.DisposeAsync();
+        Assert.True(await WaitUntilAsync(() => server.Server.ConnectionCount == 0, TimeSpan.FromSeconds(10)));
+        await Task.Delay(1500);
+        var (socket, stream) = await OpenRawAsync(server, "disk");
+        var message = new byte[NbdRequest.Size + 1024];
+        new NbdRequest(0, NbdCommand.Write, 1, 0, 4096).Write(message);
+        await stream.WriteAsync(message);
+        await AssertCutAsync(server, "a half-sent payload after an idle spell", "payload stopped arriving");
+        socket.Dispose();
+        await stream.DisposeAsync();
+    }
+
+    [Fact]
     public async Task SlowButSteadyPayload_IsNotCut()
     {
         await using var server = await ServerHarness.StartAsync(o => o.PayloadTimeout = TimeSpan.FromSeconds(1), ("disk", 8L << 20, false));
