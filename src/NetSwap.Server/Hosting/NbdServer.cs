@@ -24,6 +24,8 @@ internal sealed class NbdServer : IAsyncDisposable
     private readonly Lock _progressGate = new();
     private bool _progressArmed;
     private static readonly TimeSpan ProgressCheckInterval = TimeSpan.FromMilliseconds(500);
+    private readonly BurstMemoryTrim _trim = new(16L << 20);
+    private readonly Lock _trimGate = new();
 
     public NbdServer(NbdServerContext context)
     {
@@ -46,6 +48,7 @@ internal sealed class NbdServer : IAsyncDisposable
 
     private void CheckProgress()
     {
+        var idle = false;
         lock (_progressGate)
         {
             // A connection added after this check arms the timer again itself.
@@ -53,13 +56,34 @@ internal sealed class NbdServer : IAsyncDisposable
             {
                 _progressArmed = false;
                 _progressCheck.Change(Timeout.Infinite, Timeout.Infinite);
-                return;
+                idle = true;
             }
         }
-        var now = System.Diagnostics.Stopwatch.GetTimestamp();
-        foreach (var (connection, _) in _connections.Values)
+        if (!idle)
         {
-            connection.CheckProgress(now);
+            var now = System.Diagnostics.Stopwatch.GetTimestamp();
+            foreach (var (connection, _) in _connections.Values)
+            {
+                connection.CheckProgress(now);
+            }
+        }
+        TrimAfterBurst();
+    }
+
+    /// <summary>On the progress timer (timer callbacks may overlap, hence the lock): see <see cref="BurstMemoryTrim"/>.</summary>
+    private void TrimAfterBurst()
+    {
+        lock (_trimGate)
+        {
+            var connections = _connections.Count;
+            var before = GC.GetTotalMemory(false);
+            if (_trim.ShouldTrim(connections, before))
+            {
+                BurstMemoryTrim.Collect();
+                var after = GC.GetTotalMemory(false);
+                _trim.Trimmed(connections, after);
+                ServerLog.MemoryTrimmed(_context.Logger, connections, before >> 20, after >> 20);
+            }
         }
     }
 

@@ -61,6 +61,9 @@ internal static partial class ConnectionLog
 /// <summary>Listener and process events.</summary>
 internal static partial class ServerLog
 {
+    [LoggerMessage(10, LogLevel.Debug, "a burst of connections is over ({Connections} left): heap {BeforeMiB} MiB, {AfterMiB} MiB after a full collection")]
+    public static partial void MemoryTrimmed(ILogger logger, int connections, long beforeMiB, long afterMiB);
+
     [LoggerMessage(1, LogLevel.Information, "listening on {Endpoint}")]
     public static partial void Listening(ILogger logger, string endpoint);
 
