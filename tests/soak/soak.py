@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Fault soak for netswapd (issue 14): for a given time, clients of every kind connect, do verified I/O and vanish
 in every way a real client can (cleanly, without NBD_CMD_DISC, by RST, half-way through a payload, by no longer
-reading replies), while SIGHUP arrives every few seconds. At the end: no request was left unanswered, no area or byte
+reading replies, by a link cut with requests in flight), while SIGHUP arrives every few seconds. At the end: no request was left unanswered, no area or byte
 is left on the swap file system, RSS is back near where it was once warm, and the daemon exits on SIGTERM in time.
 
 Usage: soak.py [--minutes M] [--daemon "CMD ..."]   (root: it mounts a tmpfs for the swap areas)
-Talks only to 127.0.0.1. Prints one line per finding and a summary; exit 0 when every check held, 1 otherwise.
+Talks only to 127.0.0.1 and to a network namespace of its own (a veth pair whose client end it sets down and up
+again). Prints one line per finding and a summary; exit 0 when every check held, 1 otherwise.
 """
 import argparse
+import ctypes
 import json
 import os
 import random
@@ -33,6 +35,8 @@ GRACE = 2
 SHUTDOWN_TIMEOUT = 2
 # Unacknowledged data this old ends a connection in the kernel (a client whose TCP no longer answers at all).
 USER_TIMEOUT = 5
+# Keepalive of the soak's daemon: an idle client behind a cut link is found dead after 2 s + 2 probes 1 s apart.
+KEEPALIVE = ("2s", "1s", "2")
 # A request unanswered this long while its client reads is a stall: the failure this soak exists to find.
 STALL = 10
 MIB = 1 << 20
@@ -63,14 +67,14 @@ def recv_exact(sock, n):
     return bytes(data)
 
 
-def connect(port, name, timeout=STALL, receive_buffer=None):
+def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1"):
     """Fixed newstyle handshake and NBD_OPT_GO; returns (socket, export size, transmission flags)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if receive_buffer:
         # Before connect, so the window is small from the start (set later on loopback, segments are dropped instead).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.settimeout(timeout)
-    sock.connect(("127.0.0.1", port))
+    sock.connect((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     recv_exact(sock, 18)
     sock.sendall(struct.pack(">I", 3))
@@ -257,6 +261,95 @@ def wait_cut_without_reading(sock, within):
     return False
 
 
+class LinkNamespace:
+    """A network namespace joined to this one by a veth pair: the client end can be cut (set down) and mended."""
+    CLONE_NEWNET = 0x40000000
+
+    def __init__(self):
+        tag = os.getpid() % 100000
+        self.name = f"nssoak{tag}"
+        self.host_link, self.client_link = f"vsh{tag}", f"vsc{tag}"
+        subnet = f"10.251.{tag % 250 + 1}"
+        self.server_address, self.client_address = f"{subnet}.1", f"{subnet}.2"
+
+    def create(self):
+        for command in (["ip", "netns", "add", self.name],
+                        ["ip", "link", "add", self.host_link, "type", "veth", "peer", "name", self.client_link],
+                        ["ip", "link", "set", self.client_link, "netns", self.name],
+                        ["ip", "addr", "add", f"{self.server_address}/24", "dev", self.host_link],
+                        ["ip", "link", "set", self.host_link, "up"],
+                        ["ip", "-n", self.name, "addr", "add", f"{self.client_address}/24", "dev", self.client_link],
+                        ["ip", "-n", self.name, "link", "set", "lo", "up"],
+                        ["ip", "-n", self.name, "link", "set", self.client_link, "up"]):
+            subprocess.run(command, check=True)
+
+    def enter(self):
+        """Moves the calling thread (only it) into the namespace: the sockets it makes from here on live there."""
+        fd = os.open(f"/var/run/netns/{self.name}", os.O_RDONLY)
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(fd, self.CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+
+    def link(self, up):
+        subprocess.run(["ip", "-n", self.name, "link", "set", self.client_link, "up" if up else "down"], check=True)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name])
+        subprocess.run(["ip", "link", "del", self.host_link], stderr=subprocess.DEVNULL)
+
+
+def link_cut_worker(netns, port, seed, deadline, daemon_cmd, control):
+    """Rounds of clients in the namespace (writer blocked on unread replies, requests in flight, mid-payload, idle),
+    then the link goes down under them: the server must let every one go, and its area with it, within the bound."""
+    netns.enter()
+    rng = random.Random(seed)
+    bound = max(USER_TIMEOUT, 2 + 2 * 1, PAYLOAD_TIMEOUT, SEND_TIMEOUT) + GRACE + STALL
+    rounds = 0
+    while time.monotonic() < deadline - bound:
+        rounds += 1
+        netns.link(True)
+        socks = []
+        try:
+            token = f"cut{seed}r{rounds}"
+            blocked, _, _ = connect(port, f"swap/{token}b:8M", receive_buffer=4096, host=netns.server_address)
+            flood_without_reading(blocked)
+            socks.append(blocked)
+            inflight, _, _ = connect(port, f"swap/{token}i:8M", host=netns.server_address)
+            inflight.sendall(b"".join(request(CMD_READ, i + 1, i * 65536, 65536) for i in range(16))
+                             + request(CMD_WRITE, 99, 0, 65536) + b"\x33" * 65536)
+            socks.append(inflight)
+            midway, _, _ = connect(port, "swap:8M", host=netns.server_address)
+            midway.sendall(request(CMD_WRITE, 1, 0, 1 * MIB) + b"\x44" * (256 * 1024))
+            socks.append(midway)
+            idle, _, _ = connect(port, "swap:8M", host=netns.server_address)
+            socks.append(idle)
+            time.sleep(rng.random() * 0.2)
+            netns.link(False)
+            cut = time.monotonic()
+            while True:
+                state = status(daemon_cmd, control)
+                left = [c for c in state["clients"] if c["address"].startswith(netns.client_address + ":")]
+                areas = [a for a in state["swap"]["areas"] if a["client"].startswith(netns.client_address + ":")]
+                if not left and not areas:
+                    count("link-cut")
+                    with lock:
+                        counts["link-cut slowest release (s)"] = max(counts.get("link-cut slowest release (s)", 0),
+                                                                      round(time.monotonic() - cut, 1))
+                    break
+                if time.monotonic() - cut > bound:
+                    fail(f"link cut {token}: {len(left)} connections and {len(areas)} areas still there {bound} s later")
+                    break
+                time.sleep(0.5)
+        except Exception as e:  # noqa: BLE001 - every failure is a finding, named and counted
+            fail(f"link cut round {rounds}: {type(e).__name__}: {e}")
+        finally:
+            for sock in socks:
+                sock.close()
+    netns.link(True)
+
+
 def worker(port, seed, deadline, kinds):
     rng = random.Random(seed)
     n = 0
@@ -300,31 +393,37 @@ def main():
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1G,mode=0700", "tmpfs", swap], check=True)
     control = os.path.join(work, "ctl.sock")
     daemon = None
+    netns = LinkNamespace()
     try:
+        netns.create()
         fs = os.statvfs(swap)
         used_before = (fs.f_blocks - fs.f_bfree) * fs.f_frsize
         daemon = subprocess.Popen(
-            daemon_cmd + ["--listen", "127.0.0.1:0", "--swap-dir", swap, "--swap-size", "16M", "--swap-grace", f"{GRACE}s",
+            daemon_cmd + ["--listen", "127.0.0.1:0", "--listen", f"{netns.server_address}:0", "--swap-dir", swap, "--swap-size", "16M", "--swap-grace", f"{GRACE}s",
                           "--send-timeout", f"{SEND_TIMEOUT}s", "--payload-timeout", f"{PAYLOAD_TIMEOUT}s",
                           "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT}s", "--tcp-user-timeout", f"{USER_TIMEOUT}s", "--discovery", "off", "--control-socket", control,
-                          "--max-clients-per-address", "1000"],
+                          "--keepalive-time", KEEPALIVE[0], "--keepalive-interval", KEEPALIVE[1],
+                          "--keepalive-count", KEEPALIVE[2], "--max-clients-per-address", "1000"],
             stderr=subprocess.PIPE, text=True)
         log = []
         threading.Thread(target=lambda: [log.append(line) for line in daemon.stderr], daemon=True).start()
-        port = None
+        port = cut_port = None
         for _ in range(300):
-            match = next((re.search(r"listening on 127\.0\.0\.1:(\d+)", line) for line in list(log)
-                          if "listening on 127.0.0.1:" in line), None)
-            if match:
-                port = int(match.group(1))
+            port = port or next((int(m.group(1)) for line in list(log)
+                                 if (m := re.search(r"listening on 127\.0\.0\.1:(\d+)", line))), None)
+            cut_port = cut_port or next((int(m.group(1)) for line in list(log)
+                                         if (m := re.search(rf"listening on {re.escape(netns.server_address)}:(\d+)", line))), None)
+            if port and cut_port:
                 break
             time.sleep(0.1)
-        if port is None:
+        if port is None or cut_port is None:
             raise RuntimeError("netswapd did not start:\n" + "".join(log))
 
         deadline = time.monotonic() + args.minutes * 60
         kinds = [verified_client, verified_client, libnbd_client, qemu_io_client, misbehaving_client]
         threads = [threading.Thread(target=worker, args=(port, args.seed * 100 + i, deadline, kinds)) for i in range(6)]
+        threads.append(threading.Thread(target=link_cut_worker, args=(netns, cut_port, args.seed * 100 + 99, deadline,
+                                                                       daemon_cmd, control)))
         for t in threads:
             t.start()
         warm = None
@@ -342,6 +441,8 @@ def main():
             if daemon.poll() is not None:
                 raise RuntimeError(f"netswapd exited with {daemon.returncode} during the soak:\n" + "".join(log[-30:]))
         warm = warm or peak
+        if not counts.get("link-cut"):
+            fail("no link-cut round completed")
 
         # Everything ends: connections (grace, timeouts) and their areas; the space is back.
         settle = time.monotonic() + GRACE + max(SEND_TIMEOUT, PAYLOAD_TIMEOUT) + 20
@@ -377,6 +478,7 @@ def main():
         if daemon and daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+        netns.delete()
         subprocess.run(["umount", "-l", swap])
         subprocess.run(["rm", "-rf", work])
     print("soak: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), flush=True)

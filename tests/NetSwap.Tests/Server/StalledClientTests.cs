@@ -39,46 +39,6 @@ public class StalledClientTests
         return condition();
     }
 
-    /// <summary>
-    /// Sends WRITEs (or READs) without reading a reply until the server stops taking them; returns how many. With
-    /// <paramref name="cutMayEndIt"/>, the server cutting the connection while requests still go out ends the flood
-    /// too (a short send-timeout can run out before the server stops reading requests on a busy host).
-    /// </summary>
-    private static async Task<int> FloodWithoutReadingAsync(Socket socket, NbdCommand command, bool cutMayEndIt = false)
-    {
-        var payload = command == NbdCommand.Write ? 4096 : 0;
-        var message = new byte[NbdRequest.Size + payload];
-        var sent = 0;
-        socket.Blocking = false;
-        var idle = Stopwatch.StartNew();
-        while (idle.ElapsedMilliseconds < 1000)
-        {
-            new NbdRequest(0, command, (ulong)sent + 1, (ulong)(sent % 1024) * 4096, 4096).Write(message);
-            var done = 0;
-            while (done < message.Length && idle.ElapsedMilliseconds < 1000)
-            {
-                try
-                {
-                    done += socket.Send(message, done, message.Length - done, SocketFlags.None);
-                    idle.Restart();
-                }
-                catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
-                {
-                    await Task.Delay(10);
-                }
-                catch (SocketException e) when (cutMayEndIt && e.SocketErrorCode is SocketError.ConnectionReset
-                    or SocketError.ConnectionAborted or SocketError.Shutdown)
-                {
-                    socket.Blocking = true;
-                    return sent;
-                }
-            }
-            sent++;
-        }
-        socket.Blocking = true;
-        return sent;
-    }
-
     [Theory]
     [InlineData(NbdCommand.Write)]
     [InlineData(NbdCommand.Read)]
@@ -86,7 +46,7 @@ public class StalledClientTests
     {
         await using var server = await ServerHarness.StartAsync(("disk", 8L << 20, false));
         var (socket, stream) = await OpenRawAsync(server, "disk");
-        var sent = await FloodWithoutReadingAsync(socket, command);
+        var sent = await RawFlood.WithoutReadingAsync(socket, command);
         Assert.True(sent > 64, $"only {sent} requests went out before the server stopped taking them");
         // Unread replies in its receive queue: closing sends RST.
         socket.LingerState = new LingerOption(true, 0);
@@ -101,7 +61,7 @@ public class StalledClientTests
     {
         await using var server = await ServerHarness.StartAsync(o => o.SendTimeout = TimeSpan.FromSeconds(2), ("disk", 8L << 20, false));
         var (socket, stream) = await OpenRawAsync(server, "disk");
-        await FloodWithoutReadingAsync(socket, NbdCommand.Read, cutMayEndIt: true);
+        await RawFlood.WithoutReadingAsync(socket, NbdCommand.Read, cutMayEndIt: true);
         // Alive but not reading: no reset, no FIN. The server gives up on it once its replies have made no progress.
         await AssertCutAsync(server, "a client that reads nothing", "replies made no progress");
         socket.Dispose();
@@ -167,7 +127,7 @@ public class StalledClientTests
         new NbdRequest(0, NbdCommand.Write, 999_999, 8L << 20, (uint)data.Length).Write(write);
         data.CopyTo(write, NbdRequest.Size);
         await stream.WriteAsync(write);
-        var sent = await FloodWithoutReadingAsync(socket, command);
+        var sent = await RawFlood.WithoutReadingAsync(socket, command);
         Assert.True(sent > 64, $"only {sent} requests went out before the server stopped taking them");
         if (oldOneReset)
         {
@@ -209,7 +169,7 @@ public class StalledClientTests
         await client.StartAsync();
         await client.GoAsync("disk", structured: false);
         // Replies pile up unread and the server stops reading: every request in flight is stuck behind the writer.
-        await FloodWithoutReadingAsync(socket, NbdCommand.Write);
+        await RawFlood.WithoutReadingAsync(socket, NbdCommand.Write);
         daemon.Signal(15);
         // --shutdown-timeout, then a second for cut connections, and room for a busy host.
         var code = await daemon.WaitForExitAsync(TimeSpan.FromSeconds(8));

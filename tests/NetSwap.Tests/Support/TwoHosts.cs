@@ -1,10 +1,14 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
 namespace NetSwap.Tests.Support;
 
 /// <summary>
 /// Two hosts made by the test: network namespaces joined by a veth pair, an IPv4 and an IPv6 subnet between them, and
 /// an extra client address (10.99.x.2, routed through the link) from outside the server's own subnets.
 /// </summary>
-public sealed class TwoHosts : IAsyncDisposable
+public sealed partial class TwoHosts : IAsyncDisposable
 {
     private readonly string _suffix = Random.Shared.Next(0x1000, 0xffff).ToString("x", System.Globalization.CultureInfo.InvariantCulture);
 
@@ -37,6 +41,44 @@ public sealed class TwoHosts : IAsyncDisposable
             Assert.True(result.ExitCode == 0, $"ip {command}: {result.All} (network namespaces need root)");
         }
     }
+
+    /// <summary>
+    /// A TCP socket made in the client's namespace, for this process to drive (a raw client behind a link the test can
+    /// cut). A namespace is a property of the thread that makes the socket, so a thread of its own enters it and ends.
+    /// </summary>
+    public Socket ClientSocket(int receiveBuffer = 0)
+    {
+        Socket? socket = null;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using var ns = File.OpenHandle($"/var/run/netns/{Client}");
+                if (SetNamespace(ns, CloneNewNet) != 0)
+                {
+                    throw new IOException($"setns {Client}: errno {Marshal.GetLastPInvokeError()}");
+                }
+                socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                if (receiveBuffer > 0)
+                {
+                    socket.ReceiveBufferSize = receiveBuffer;
+                }
+            }
+            catch (Exception e)
+            {
+                error = e;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        return error is null ? socket! : throw new InvalidOperationException("socket in the client namespace", error);
+    }
+
+    private const int CloneNewNet = 0x40000000;
+
+    [LibraryImport("libc", EntryPoint = "setns", SetLastError = true)]
+    private static partial int SetNamespace(SafeFileHandle fd, int type);
 
     public async ValueTask DisposeAsync()
     {
