@@ -121,6 +121,9 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
     private long _ackedSeen = -1;
     private long _ackedAt;
 
+    /// <summary>Whether a reply write is waiting for the client to take bytes (what send-timeout measures).</summary>
+    internal bool IsWaitingToSend => _writer.WriteWaitingSince != 0;
+
     /// <summary>
     /// Cuts a connection whose client has stopped holding up its end (called every 500 ms by the server): a reply
     /// write waiting while the client's TCP has acknowledged nothing new for send-timeout (over streams with no TCP

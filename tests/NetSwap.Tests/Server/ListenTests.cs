@@ -34,6 +34,17 @@ public class ListenTests
             accepted.Close();
             await Task.Delay(50);
         }
+        // The client's FIN (at its dispose) completes the close: this side is in TIME_WAIT now, or the test proves nothing.
+        var timeWait = "";
+        for (var tries = 0; tries < 100 && timeWait.Length == 0; tries++)
+        {
+            timeWait = (await ExternalTool.RunOkAsync("ss", "-Htan", "state", "time-wait", "sport", "=", $":{endpoint.Port}")).Trim();
+            if (timeWait.Length == 0)
+            {
+                await Task.Delay(20);
+            }
+        }
+        Assert.False(timeWait.Length == 0, $"no TIME_WAIT on port {endpoint.Port}");
         using var again = SocketSetup.Listen(endpoint);
         Assert.Equal(endpoint.Port, ((IPEndPoint)again.LocalEndPoint!).Port);
     }

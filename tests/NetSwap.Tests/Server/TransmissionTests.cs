@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Fuzz;
 using NetSwap.Tests.Support;
@@ -230,25 +231,41 @@ public class TransmissionTests
     {
         for (var round = 0; round < 5; round++)
         {
-            var (server, client) = await OpenAsync(structured: true);
-            await using var _ = server;
-            await using var __ = client;
-            // More reads than the sockets can hold replies for, never taken: the server waits in send.
-            var socket = ((System.Net.Sockets.NetworkStream)client.Stream).Socket;
-            socket.ReceiveBufferSize = 4096;
+            await using var server = await ServerHarness.StartAsync(("disk", Size, false));
+            // A small receive buffer from the start, and nobody reading: replies pile up and the server waits in send.
+            using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp) { ReceiveBufferSize = 4096 };
+            await socket.ConnectAsync(System.Net.IPAddress.Loopback, server.Port);
+            await using var stream = new System.Net.Sockets.NetworkStream(socket, ownsSocket: false);
+            var client = new TestNbdClient(stream);
+            await client.StartAsync();
+            // Simple replies: structured ones of this sparse file are OFFSET_HOLE chunks of a few bytes, which never fill
+            // a buffer, and the server never waited at all.
+            await client.GoAsync("disk", structured: false);
+            var requests = new byte[256 * NbdRequest.Size];
             for (var i = 0; i < 256; i++)
             {
-                await client.SendRequestAsync(NbdCommand.Read, 0, 65536);
+                new NbdRequest(0, NbdCommand.Read, (ulong)i + 1, 0, 256 * 1024).Write(requests.AsSpan(i * NbdRequest.Size));
             }
-            await Task.Delay(50);
+            await stream.WriteAsync(requests);
+            var log = () => string.Join("\n", server.Log.Lines);
+            var waiting = Stopwatch.StartNew();
+            while (!server.Server.Connections.Any(c => c.IsWaitingToSend) && waiting.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                await Task.Delay(10);
+            }
+            Assert.True(server.Server.Connections.Any(c => c.IsWaitingToSend), "the server never had to wait to send: " + log());
             // The kernel destroys the server's socket (as a cut or a firewall reset would): its send and its receive
             // both fail, in whichever order. Either way the connection was lost and the socket's error is what is logged,
-            // not the echo of the stream being closed under the receive loop.
+            // not the echo of the stream being closed under the receive loop; and the connection is gone, not just logged.
             await ExternalTool.RunOkAsync("ss", "-K", "src", "127.0.0.1", "sport", "=", $":{server.Port}");
-            var log = () => string.Join("\n", server.Log.Lines);
             Assert.True(await server.Log.WaitForAsync("(connection lost)"), log());
             Assert.True(server.Log.Contains("connection error: "), log());
             Assert.False(server.Log.Contains("disposed object"), log());
+            for (var until = Stopwatch.StartNew(); server.Server.ConnectionCount > 0 && until.Elapsed < TimeSpan.FromSeconds(10);)
+            {
+                await Task.Delay(20);
+            }
+            Assert.Equal(0, server.Server.ConnectionCount);
         }
     }
 
@@ -410,14 +427,18 @@ public class TransmissionTests
                 await flood.Stream.WriteAsync(batch, stop.Token);
             }
         });
+        var received = 0L;
         var reader = Task.Run(async () =>
         {
             var sink = new byte[1 << 20];
-            while (!stop.IsCancellationRequested && await flood.Stream.ReadAsync(sink, stop.Token) > 0)
+            int n;
+            while (!stop.IsCancellationRequested && (n = await flood.Stream.ReadAsync(sink, stop.Token)) > 0)
             {
+                Interlocked.Add(ref received, n);
             }
         });
         await Task.Delay(200);
+        var receivedBefore = Interlocked.Read(ref received);
         var others = Enumerable.Range(0, 3 * Environment.ProcessorCount).Select(async i =>
         {
             await using var client = await server.ConnectAsync();
@@ -428,14 +449,21 @@ public class TransmissionTests
                 Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Read, (ulong)(n * 4096), 4096)).Error);
             }
         }).ToArray();
-        var done = await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromSeconds(60)));
+        await Task.WhenAny(Task.WhenAll(others), Task.Delay(TimeSpan.FromSeconds(60)));
+        // The flood was served all along too (a stalled flooder's writer also never completes: that alone says nothing).
         Assert.False(writer.IsCompleted, "the flooding client stopped early: " + writer.Exception?.Message);
+        Assert.False(reader.IsCompleted, "the flooding client's replies ended: " + reader.Exception?.Message);
+        Assert.True(Interlocked.Read(ref received) > receivedBefore, "the flooding client got no reply while the others ran");
         await stop.CancelAsync();
         Assert.True(others.All(t => t.IsCompleted), "clients sharing an event loop with a flooding client were starved");
         await Task.WhenAll(others);
         await flood.DisposeAsync();
-        await Task.WhenAll(writer, reader).ContinueWith(_ => { }, TaskScheduler.Default);
-        _ = done;
+        // Only the cancellation (or the close under it) may end them.
+        foreach (var task in new[] { writer, reader })
+        {
+            var error = await Record.ExceptionAsync(() => task);
+            Assert.True(error is null or OperationCanceledException or IOException or ObjectDisposedException, error?.ToString());
+        }
     }
 
     [Fact]
@@ -471,14 +499,29 @@ public class TransmissionTests
     [Fact]
     public async Task Stop_ClosesConnections_AfterRequestsInFlight()
     {
-        var (server, client) = await OpenAsync(structured: false);
-        await using var _ = server;
-        await using var __ = client;
-        var data = Pattern(4 * 1024 * 1024, 9);
+        // The write is held in storage when the stop begins: truly in flight. The stop waits for it, its reply goes
+        // out, and only then is the connection closed.
+        using var entered = new SemaphoreSlim(0);
+        using var release = new ManualResetEventSlim();
+        using var catalog = new MemoryExportCatalog(1 << 20, 1 << 20, 1 << 20, writesMayWait: true, onWrite: () =>
+        {
+            entered.Release();
+            release.Wait(TimeSpan.FromSeconds(30));
+        });
+        await using var server = ServerHarness.Start(catalog);
+        await using var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync("faulty", structured: false);
+        var data = Pattern(65536, 9);
         await client.SendRequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data);
+        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(10)), "the write never reached storage");
+        var stop = server.Server.StopAsync();
+        await Task.Delay(200);
+        Assert.False(stop.IsCompleted, "the server stopped with a write still in its storage");
+        release.Set();
         var reply = await client.ReadReplyAsync();
         Assert.Equal(NbdError.None, reply.Error);
-        await server.Server.StopAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await stop.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.True(await client.IsClosedAsync(TimeSpan.FromSeconds(5)));
         Assert.True(await server.Log.WaitForAsync("server shut down"));
     }

@@ -25,7 +25,7 @@ public class SwapAreaTests
     private static async Task DisconnectAsync(TestNbdClient client)
     {
         await client.SendRequestAsync(NbdCommand.Disc, 0, 0);
-        await client.IsClosedAsync(TimeSpan.FromSeconds(5));
+        Assert.True(await client.IsClosedAsync(TimeSpan.FromSeconds(5)), "the server did not close after NBD_CMD_DISC");
         await client.DisposeAsync();
     }
 
