@@ -13,7 +13,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench e2e certs fuzz soak clean
+.PHONY: all build run test test-deps dist install bench e2e certs fuzz soak stress clean
 
 all: build
 
@@ -82,6 +82,15 @@ fuzz:
 SOAK_MINUTES ?= 10
 soak: test-deps dist
 	/usr/bin/python3 tests/soak/soak.py --minutes $(SOAK_MINUTES) --daemon dist/netswapd
+
+## The stall hunter of issue 14 run many times: make stress STRESS_RUNS=2000 STRESS_SECONDS=0.5 (each run: 2 or 8
+## pipelining connections, 64 requests in flight, seeded mix, shadow model, 2 s watchdog; some over TLS).
+STRESS_RUNS    ?= 1000
+STRESS_SECONDS ?= 0.5
+stress:
+	$(DOTNET) build tests/NetSwap.Tests -c $(CONFIG)
+	NETSWAP_STRESS_RUNS=$(STRESS_RUNS) NETSWAP_STRESS_SECONDS=$(STRESS_SECONDS) $(DOTNET) test tests/NetSwap.Tests -c $(CONFIG) \
+		--no-build --filter "FullyQualifiedName~NetSwap.Tests.Server.StressTests"
 
 ## Side-by-side benchmark against nbdkit, nbd-server and qemu-nbd; writes docs/performance.md.
 bench: dist
