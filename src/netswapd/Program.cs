@@ -87,11 +87,6 @@ namespace NetSwap.Daemon
                 return ExitFailure;
             }
             using var ownedCatalog = catalog;
-            if (settings.CheckConfig)
-            {
-                await Console.Out.WriteLineAsync($"configuration valid: {catalog.Files.Count} file exports, swap {(catalog.Swap is null ? "off" : "on")}, listening on {string.Join(", ", settings.EffectiveListen)}");
-                return ExitOk;
-            }
 
             AccessPolicy policy;
             TlsConfiguration tls;
@@ -105,6 +100,12 @@ namespace NetSwap.Daemon
             {
                 DaemonLog.StartFailed(logger, e.Message);
                 return ExitFailure;
+            }
+            // --check-config checks the access rules, client list and TLS credentials too: what would stop a start.
+            if (settings.CheckConfig)
+            {
+                await Console.Out.WriteLineAsync($"configuration valid: {catalog.Files.Count} file exports, swap {(catalog.Swap is null ? "off" : "on")}, TLS {tls.Mode.ToString().ToLowerInvariant()}, listening on {string.Join(", ", settings.EffectiveListen)}");
+                return ExitOk;
             }
             LogPolicy(logger, policy);
             LogTls(logger, tls);
@@ -275,8 +276,14 @@ namespace NetSwap.Daemon
             {
                 tlsOnly.Add(NetSwap.Protocol.Swap.SwapExportName.Prefix);
             }
-            return TlsConfiguration.Load(settings.TlsMode, settings.TlsCertificatesDirectory, settings.TlsCert, settings.TlsKey, settings.TlsCa,
-                settings.TlsVerifyClient, settings.TlsClientsFile, tlsOnly, settings.TlsCrl);
+            // systemd's LoadCredential= (CREDENTIALS_DIRECTORY): a file of nbdkit's layout found there wins over the one in
+            // --tls-certificates, so the key can stay readable by root alone; --tls-cert, --tls-key… still win over both.
+            var credentials = StatusCommand.SystemdDirectory("CREDENTIALS_DIRECTORY");
+            string? Credential(string name) =>
+                credentials is not null && File.Exists(Path.Combine(credentials, name)) ? Path.Combine(credentials, name) : null;
+            return TlsConfiguration.Load(settings.TlsMode, settings.TlsCertificatesDirectory, settings.TlsCert ?? Credential("server-cert.pem"),
+                settings.TlsKey ?? Credential("server-key.pem"), settings.TlsCa ?? Credential("ca-cert.pem"),
+                settings.TlsVerifyClient, settings.TlsClientsFile, tlsOnly, settings.TlsCrl ?? Credential("ca-crl.pem"));
         }
 
         private static void LogTls(ILogger logger, TlsConfiguration tls)
@@ -324,6 +331,12 @@ namespace NetSwap.Daemon
                 if (settings.Swap.Enabled)
                 {
                     var options = settings.Swap;
+                    // Under systemd the unit's StateDirectory= (/var/lib/netswap, the dynamic user's own) is the default.
+                    if (!settings.SwapDirectoryFromSettings && StatusCommand.SystemdDirectory("STATE_DIRECTORY") is { } state)
+                    {
+                        options.Directory = state;
+                        settings.SwapDirectoryFromSettings = true;
+                    }
                     var directory = SwapDirectory.Prepare(options.Directory, isDefault: !settings.SwapDirectoryFromSettings, out var fellBack, checkOnly: settings.CheckConfig);
                     if (fellBack)
                     {

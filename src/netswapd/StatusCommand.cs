@@ -8,8 +8,17 @@ namespace NetSwap.Daemon;
 /// <summary>`netswapd status [--json] [--control-socket PATH]`: asks the running daemon for its clients and swap areas.</summary>
 internal static class StatusCommand
 {
+    /// <summary>
+    /// Where the control socket is when --control-socket does not say: in the runtime directory systemd gives the
+    /// service (RUNTIME_DIRECTORY, /run/netswap for the packaged unit, whichever user it runs as), else
+    /// /run/netswap for root, else a per-user path. `netswapd status` run from a root shell looks in /run/netswap too.
+    /// </summary>
     public static string DefaultSocketPath()
     {
+        if (SystemdDirectory("RUNTIME_DIRECTORY") is { } runtimeDirectory)
+        {
+            return Path.Combine(runtimeDirectory, "netswapd.sock");
+        }
         if (NetSwap.Server.Exports.Swap.SwapDirectory.IsRoot)
         {
             return "/run/netswap/netswapd.sock";
@@ -20,6 +29,23 @@ internal static class StatusCommand
             : Path.Combine(runtime, "netswap", "netswapd.sock");
     }
 
+    /// <summary>
+    /// The first of the directories systemd names in RUNTIME_DIRECTORY, STATE_DIRECTORY or CREDENTIALS_DIRECTORY
+    /// (colon-separated when the unit lists several), when it is set to an absolute path.
+    /// </summary>
+    public static string? SystemdDirectory(string variable) =>
+        Environment.GetEnvironmentVariable(variable)?.Split(':')[0] is { Length: > 0 } first && Path.IsPathRooted(first) ? first : null;
+
+    public const string Help = """
+        Usage: netswapd status [--json] [--control-socket PATH]
+
+        Ask the netswapd running on this host, through its control socket, for its clients and swap areas.
+          --json                   The answer as JSON (clients, swap areas, sizes, bytes moved).
+          --control-socket PATH    The daemon's control socket. Default: /run/netswap/netswapd.sock as root (the
+                                   packaged service's RuntimeDirectory), else a per-user path.
+
+        """;
+
     public static async Task<int> RunAsync(string[] args)
     {
         var json = false;
@@ -28,6 +54,9 @@ internal static class StatusCommand
         {
             switch (args[i])
             {
+                case "--help" or "-h":
+                    await Console.Out.WriteAsync(Help);
+                    return 0;
                 case "--json":
                     json = true;
                     break;

@@ -88,6 +88,7 @@ internal static class CommandLine
     {
         var text = new StringBuilder();
         text.AppendLine("Usage: netswapd [OPTIONS]");
+        text.AppendLine("       netswapd status [--json] [--control-socket PATH]   (ask the running daemon; see netswapd status --help)");
         text.AppendLine();
         text.AppendLine("NetSwap server: an NBD server that serves file exports and, per client, swap space on demand.");
         text.AppendLine();

@@ -41,7 +41,13 @@ public sealed partial class DaemonProcess : IAsyncDisposable
     public static DaemonProcess Start(params string[] args) => StartWith(null, args);
 
     /// <summary>Starts netswapd, optionally under a wrapper (ip netns exec …, systemd-socket-activate …).</summary>
-    public static DaemonProcess StartWith(string[]? wrapper, params string[] args)
+    public static DaemonProcess StartWith(string[]? wrapper, params string[] args) => StartWith(wrapper, null, args);
+
+    /// <summary>
+    /// Starts netswapd with these environment variables set (RUNTIME_DIRECTORY and the like, as systemd gives them);
+    /// with RUNTIME_DIRECTORY the control socket is left to the daemon.
+    /// </summary>
+    public static DaemonProcess StartWith(string[]? wrapper, IDictionary<string, string>? environment, params string[] args)
     {
         // Test daemons answer no discovery on the host's network unless a test asks for it (inside its namespaces).
         if (!args.Contains("--discovery") && !args.Contains("--help") && !args.Contains("--version") && !args.Contains("status"))
@@ -49,7 +55,8 @@ public sealed partial class DaemonProcess : IAsyncDisposable
             args = [.. args, "--discovery", "off"];
         }
         var control = "";
-        if (!args.Contains("--control-socket") && !args.Contains("--help") && !args.Contains("--version"))
+        if (!args.Contains("--control-socket") && !args.Contains("--help") && !args.Contains("--version")
+            && environment?.ContainsKey("RUNTIME_DIRECTORY") != true)
         {
             control = Path.Combine(Scratch.Directory("netswap-ctl-"), "netswapd.sock");
             args = [.. args, "--control-socket", control];
@@ -61,6 +68,10 @@ public sealed partial class DaemonProcess : IAsyncDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
         foreach (var arg in wrapper is null ? [] : wrapper[1..].Append("dotnet"))
         {
             start.ArgumentList.Add(arg);
