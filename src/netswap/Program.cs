@@ -27,7 +27,9 @@ namespace NetSwap.Client
                                                nbd-client by netlink plus `netswap keep`, which replaces a broken
                                                connection within --reconnect-for while the kernel holds requests;
                                                a request unanswered for --io-timeout counts the connection dead.
-                                               --auto applies client.conf's SWAP and THRESHOLD (for boot scripts).
+                                               --auto applies client.conf's SWAP and THRESHOLD and the kernel's
+                                               netswap=off (for boot scripts). Swap attached here already (and no
+                                               --device given): says so and exits 0.
               detach [--device /dev/nbdN | --all]     swapoff, close dm-crypt, nbd-client -d, in that order.
               keep --device /dev/nbdN --server ADDR:PORT --export NAME [--reconnect-for 2m] [--ready-file PATH]
                                                The resident reconnect keeper `attach` starts (not for direct use):
@@ -68,8 +70,24 @@ namespace NetSwap.Client
         {
             if (args.Length == 0 || args[0] is "help" or "--help" or "-h")
             {
+                // `netswap help attach` as well as `netswap attach --help`.
+                if (args is [_, var topic] && CommandHelp(topic) is { } help)
+                {
+                    Console.Out.Write(help);
+                    return 0;
+                }
                 Console.Out.Write(Usage);
                 return args.Length == 0 ? 2 : 0;
+            }
+            if (args.Length > 1 && args[1..].Any(a => a is "--help" or "-h"))
+            {
+                if (CommandHelp(args[0]) is not { } help)
+                {
+                    await Console.Error.WriteLineAsync($"netswap: unknown command '{args[0]}' (see netswap help)");
+                    return 2;
+                }
+                Console.Out.Write(help);
+                return 0;
             }
             try
             {
@@ -97,6 +115,32 @@ namespace NetSwap.Client
                 await Console.Error.WriteLineAsync($"netswap: {e.Message}");
                 return 1;
             }
+        }
+
+        /// <summary>
+        /// One command's part of <see cref="Usage"/>: its entry (the line that names it and the more deeply indented
+        /// lines under it) and the note on SERVER; null for a name that is no command.
+        /// </summary>
+        internal static string? CommandHelp(string command)
+        {
+            var lines = Usage.Split('\n');
+            var start = Array.FindIndex(lines, l => l.StartsWith($"  {command} ", StringComparison.Ordinal) || l.TrimEnd() == $"  {command}");
+            if (start < 0 || command is "help" or "version")
+            {
+                return null;
+            }
+            var text = new System.Text.StringBuilder("Usage: netswap ").AppendLine(lines[start].Trim());
+            for (var i = start + 1; i < lines.Length && lines[i].StartsWith("   ", StringComparison.Ordinal); i++)
+            {
+                text.AppendLine(lines[i]);
+            }
+            var note = Array.FindIndex(lines, l => l.StartsWith("SERVER is", StringComparison.Ordinal));
+            text.AppendLine();
+            for (var i = note; i < lines.Length && lines[i].Length > 0; i++)
+            {
+                text.AppendLine(lines[i]);
+            }
+            return text.ToString();
         }
 
         private static int Version()
@@ -211,7 +255,7 @@ namespace NetSwap.Client
             {
                 if (config.Swap == Attach.SwapPolicy.No)
                 {
-                    await Console.Out.WriteLineAsync($"netswap: swap disabled (SWAP=no in {configPath})");
+                    await Console.Out.WriteLineAsync($"netswap: swap disabled ({config.OffBecause})");
                     return 0;
                 }
                 var memory = Attach.ClientConfig.MemTotal();
@@ -220,6 +264,12 @@ namespace NetSwap.Client
                     await Console.Out.WriteLineAsync($"netswap: {memory >> 20} MiB of memory is not below THRESHOLD ({config.Threshold >> 20} MiB): no network swap needed");
                     return 0;
                 }
+            }
+            // Attached already (the initramfs did it, or an earlier run): say so, and leave it be.
+            if (device == "auto" && Attacher().ActiveAttachment() is { } active)
+            {
+                await Console.Out.WriteLineAsync($"netswap: swap already attached here: {active.Target} ({active.Size >> 20} MiB from {active.Server}, export {active.Export}); nothing to do");
+                return 0;
             }
             size ??= config.Size;
             token ??= config.Token ?? MachineToken.Get();

@@ -12,7 +12,8 @@ internal enum SwapPolicy
 /// <summary>
 /// /etc/netswap/client.conf, shell-style KEY=VALUE lines (as LTSP's lts.conf): SWAP=auto|yes|no, SERVER=, SIZE=,
 /// ENCRYPT=, PRIORITY=, THRESHOLD= (attach only when MemTotal is below it, as LTSP's NBD_SWAP_THRESHOLD), TOKEN=.
-/// A netbooted client may carry netswap=host[:port] on the kernel command line, which wins over SERVER.
+/// A netbooted client may carry netswap=host[:port] on the kernel command line, which wins over SERVER, or netswap=off,
+/// which wins over everything.
 /// </summary>
 internal sealed record ClientConfig
 {
@@ -26,6 +27,8 @@ internal sealed record ClientConfig
     /// <summary>Bytes; with SWAP=auto, attach only when the machine has less memory than this.</summary>
     public long Threshold { get; init; } = 1L << 30;
     public string? Token { get; init; }
+    /// <summary>Why swap is off, for the message: SWAP=no in the file, or netswap=off on the kernel command line.</summary>
+    public string? OffBecause { get; init; }
 
     public static ClientConfig Load(string path, string? kernelCommandLine)
     {
@@ -33,9 +36,18 @@ internal sealed record ClientConfig
         if (File.Exists(path))
         {
             config = Parse(path, File.ReadAllLines(path));
+            if (config.Swap == SwapPolicy.No)
+            {
+                config = config with { OffBecause = $"SWAP=no in {path}" };
+            }
         }
-        var fromCommandLine = ServerFromKernelCommandLine(kernelCommandLine);
-        return fromCommandLine is null ? config : config with { Server = fromCommandLine };
+        return ServerFromKernelCommandLine(kernelCommandLine) switch
+        {
+            null => config,
+            // netswap=off wins over everything, as the initramfs script already honours it.
+            "off" => config with { Swap = SwapPolicy.No, OffBecause = "netswap=off on the kernel command line" },
+            var server => config with { Server = server },
+        };
     }
 
     public static ClientConfig Parse(string path, IEnumerable<string> lines)
@@ -94,17 +106,18 @@ internal sealed record ClientConfig
             ? bytes
             : throw new FormatException($"{path}:{number}: '{value}' is not a size (examples: 512M, 1G)");
 
-    /// <summary>netswap=host[:port] on the kernel command line.</summary>
+    /// <summary>netswap=host[:port] (or netswap=off) on the kernel command line; the last one counts, as for the kernel.</summary>
     public static string? ServerFromKernelCommandLine(string? commandLine)
     {
-        foreach (var word in (commandLine ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries))
+        string? found = null;
+        foreach (var word in (commandLine ?? "").Split([' ', '\n', '\t'], StringSplitOptions.RemoveEmptyEntries))
         {
             if (word.StartsWith("netswap=", StringComparison.Ordinal) && word.Length > "netswap=".Length)
             {
-                return word["netswap=".Length..];
+                found = word["netswap=".Length..];
             }
         }
-        return null;
+        return found;
     }
 
     /// <summary>MemTotal from /proc/meminfo, in bytes.</summary>

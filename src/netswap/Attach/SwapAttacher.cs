@@ -279,6 +279,18 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         return ok;
     }
 
+    /// <summary>
+    /// A swap this program attached that is still on (its target in /proc/swaps, a /dev/mapper name by the dm-N it
+    /// points at): a second `attach` — the system's unit after the initramfs already did it — must not take the area
+    /// from the first with the same token.
+    /// </summary>
+    public AttachedSwap? ActiveAttachment()
+    {
+        var active = SwapUsage();
+        return Attached().FirstOrDefault(a => active.ContainsKey(a.Target)
+            || (File.ResolveLinkTarget(a.Target, returnFinalTarget: true)?.FullName is { } real && active.ContainsKey(real)));
+    }
+
     /// <summary>Used bytes of each active swap area, from /proc/swaps.</summary>
     public Dictionary<string, long> SwapUsage()
     {

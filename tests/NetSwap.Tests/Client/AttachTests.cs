@@ -238,6 +238,46 @@ public sealed class AttachTests : IDisposable
     }
 
     [Fact]
+    public async Task AnAttachmentStillSwapping_IsFound_ADeadRecordIsNot()
+    {
+        // The initramfs attached; then the system's unit runs `attach` again: it must see the first one (issue 15: it
+        // took the area from it under the same token).
+        Devices(header: true);
+        var attacher = Attacher();
+        var attached = await attacher.AttachAsync(Request());
+        var swaps = Path.Combine(_root, "swaps");
+        File.WriteAllText(swaps, "Filename\tType\tSize\tUsed\tPriority\n/dev/sda2 partition\t1000\t0\t-2\n");
+        Assert.Null(attacher.ActiveAttachment());
+        File.AppendAllText(swaps, $"{attached.Target} partition\t262140\t0\t5\n");
+        Assert.Equal(attached, attacher.ActiveAttachment());
+
+        // An encrypted one shows in /proc/swaps as the dm-N its /dev/mapper name points at.
+        var dm = Path.Combine(_root, "dev", "dm-3");
+        File.WriteAllText(dm, "");
+        Directory.CreateDirectory(Path.Combine(_root, "dev", "mapper"));
+        var mapper = Path.Combine(_root, "dev", "mapper", "netswap-nbd2");
+        File.CreateSymbolicLink(mapper, dm);
+        var state = Directory.GetFiles(Path.Combine(_root, "run")).Single();
+        File.WriteAllText(state, (attached with { Target = mapper, Encrypted = true }).Serialize());
+        File.WriteAllText(swaps, $"Filename\tType\tSize\tUsed\tPriority\n{dm} partition\t262140\t0\t5\n");
+        Assert.Equal(mapper, attacher.ActiveAttachment()?.Target);
+    }
+
+    [Fact]
+    public void NetswapOff_OnTheKernelCommandLine_TurnsSwapOff_OverTheFile()
+    {
+        var file = Path.Combine(_root, "client.conf");
+        File.WriteAllLines(file, ["SWAP=yes", "SERVER=10.0.5.1"]);
+        var off = ClientConfig.Load(file, "root=/dev/nfs netswap=off quiet\n");
+        Assert.Equal(SwapPolicy.No, off.Swap);
+        Assert.Equal("netswap=off on the kernel command line", off.OffBecause);
+        Assert.Equal("10.0.9.9:9572", ClientConfig.Load(file, "netswap=off netswap=10.0.9.9:9572").Server);
+        Assert.Equal(SwapPolicy.Yes, ClientConfig.Load(file, "quiet").Swap);
+        File.WriteAllLines(file, ["SWAP=no"]);
+        Assert.Equal($"SWAP=no in {file}", ClientConfig.Load(file, null).OffBecause);
+    }
+
+    [Fact]
     public void SwapUsage_ComesFromProcSwaps()
     {
         File.WriteAllText(Path.Combine(_root, "swaps"), "Filename\tType\tSize\tUsed\tPriority\n/dev/nbd0                               partition\t131068\t4096\t-2\n");
