@@ -44,8 +44,9 @@ dist:
 	rm -rf dist/.netswapd dist/.netswap
 
 DOCDIR    = $(DESTDIR)$(PREFIX)/share/doc/netswap
+MANDIR    = $(DESTDIR)$(PREFIX)/share/man
 
-## Install the executables, the systemd units, the example configuration and the inetd/xinetd/services examples.
+## Install the executables, the manual pages, the systemd units, the example configuration and the inetd/xinetd/services examples.
 install: dist
 	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
@@ -58,6 +59,9 @@ install: dist
 	install -m 0644 packaging/client/client.conf $(SYSCONF)/netswap/client.conf.example
 	install -m 0644 packaging/avahi/netswap.service $(DOCDIR)/examples/avahi-netswap.service
 	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
+	install -d $(MANDIR)/man5 $(MANDIR)/man8
+	install -m 0644 docs/man/netswapd.8 docs/man/netswap.8 $(MANDIR)/man8/
+	install -m 0644 docs/man/netswapd.toml.5 docs/man/netswap-client.conf.5 $(MANDIR)/man5/
 	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
 	install -m 0644 README.md docs/*.md $(DOCDIR)/
 

@@ -26,6 +26,7 @@ packages=(
   time                # GNU time: the client's peak memory
   cryptsetup-bin      # dm-crypt in the guest (netswap attach --encrypt)
   coreutils           # chroot
+  groff-base          # renders the manual pages (ManPageTests)
 )
 
 missing=()
