@@ -35,13 +35,23 @@ test: test-deps dist
 ## Linked with gcc even where clang is installed (native AOT prefers clang): the clang-linked static client came out
 ## 12 MB instead of 5, which a 32 MB client pays for in RAM when it boots from an initramfs.
 LINKER  ?= gcc
-dist:
+## Rebuilt only when a source, project or build setting changed: `sudo make install` after `make dist` installs what
+## was built instead of building again as root.
+SOURCES := $(shell find src -name obj -prune -o -name bin -prune -o \( -name '*.cs' -o -name '*.csproj' \) -print) \
+	Directory.Build.props Directory.Packages.props global.json
+dist: dist/netswapd dist/netswap
+
+dist/netswapd: $(SOURCES)
 	$(DOTNET) publish src/netswapd -c Release -r $(RID) -p:PublishAot=true -p:CppCompilerAndLinker=$(LINKER) -o dist/.netswapd
+	install -m 0755 dist/.netswapd/netswapd dist/netswapd
+	rm -rf dist/.netswapd
+
+# After the daemon, never beside it (make -j): both publish NetSwap.Protocol into the same obj directory.
+dist/netswap: $(SOURCES) | dist/netswapd
 	$(DOTNET) publish src/netswap -c Release -r $(RID) -p:PublishAot=true -p:StaticExecutable=true \
 		-p:PositionIndependentExecutable=false -p:CppCompilerAndLinker=$(LINKER) -o dist/.netswap
-	install -m 0755 dist/.netswapd/netswapd dist/netswapd
 	install -m 0755 dist/.netswap/netswap dist/netswap
-	rm -rf dist/.netswapd dist/.netswap
+	rm -rf dist/.netswap
 
 DOCDIR    = $(DESTDIR)$(PREFIX)/share/doc/netswap
 MANDIR    = $(DESTDIR)$(PREFIX)/share/man
