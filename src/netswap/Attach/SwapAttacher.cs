@@ -287,8 +287,20 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
     public AttachedSwap? ActiveAttachment()
     {
         var active = SwapUsage();
-        return Attached().FirstOrDefault(a => active.ContainsKey(a.Target)
-            || (File.ResolveLinkTarget(a.Target, returnFinalTarget: true)?.FullName is { } real && active.ContainsKey(real)));
+        return Attached().FirstOrDefault(a => active.ContainsKey(a.Target) || (RealPath(a.Target) is { } real && active.ContainsKey(real)));
+    }
+
+    /// <summary>Where a symbolic link ends; null for anything else, a missing path (a record left by a crash) included.</summary>
+    private static string? RealPath(string path)
+    {
+        try
+        {
+            return File.ResolveLinkTarget(path, returnFinalTarget: true)?.FullName;
+        }
+        catch (IOException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Used bytes of each active swap area, from /proc/swaps.</summary>

@@ -261,6 +261,10 @@ public sealed class AttachTests : IDisposable
         File.WriteAllText(state, (attached with { Target = mapper, Encrypted = true }).Serialize());
         File.WriteAllText(swaps, $"Filename\tType\tSize\tUsed\tPriority\n{dm} partition\t262140\t0\t5\n");
         Assert.Equal(mapper, attacher.ActiveAttachment()?.Target);
+
+        // A record whose device is gone (left by a crash): not attached, and no error.
+        File.WriteAllText(state, (attached with { Target = Path.Combine(_root, "dev", "mapper", "gone") }).Serialize());
+        Assert.Null(attacher.ActiveAttachment());
     }
 
     [Fact]
