@@ -278,7 +278,7 @@ namespace NetSwap.Daemon
             }
             // systemd's LoadCredential= (CREDENTIALS_DIRECTORY): a file of nbdkit's layout found there wins over the one in
             // --tls-certificates, so the key can stay readable by root alone; --tls-cert, --tls-key… still win over both.
-            var credentials = StatusCommand.SystemdDirectory("CREDENTIALS_DIRECTORY");
+            var credentials = SystemdActivation.Directory("CREDENTIALS_DIRECTORY");
             string? Credential(string name) =>
                 credentials is not null && File.Exists(Path.Combine(credentials, name)) ? Path.Combine(credentials, name) : null;
             return TlsConfiguration.Load(settings.TlsMode, settings.TlsCertificatesDirectory, settings.TlsCert ?? Credential("server-cert.pem"),
@@ -332,7 +332,7 @@ namespace NetSwap.Daemon
                 {
                     var options = settings.Swap;
                     // Under systemd the unit's StateDirectory= (/var/lib/netswap, the dynamic user's own) is the default.
-                    if (!settings.SwapDirectoryFromSettings && StatusCommand.SystemdDirectory("STATE_DIRECTORY") is { } state)
+                    if (!settings.SwapDirectoryFromSettings && SystemdActivation.Directory("STATE_DIRECTORY") is { } state)
                     {
                         options.Directory = state;
                         settings.SwapDirectoryFromSettings = true;

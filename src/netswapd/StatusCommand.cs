@@ -15,7 +15,7 @@ internal static class StatusCommand
     /// </summary>
     public static string DefaultSocketPath()
     {
-        if (SystemdDirectory("RUNTIME_DIRECTORY") is { } runtimeDirectory)
+        if (SystemdActivation.Directory("RUNTIME_DIRECTORY") is { } runtimeDirectory)
         {
             return Path.Combine(runtimeDirectory, "netswapd.sock");
         }
@@ -28,13 +28,6 @@ internal static class StatusCommand
             ? $"/tmp/netswap-{Environment.UserName}/netswapd.sock"
             : Path.Combine(runtime, "netswap", "netswapd.sock");
     }
-
-    /// <summary>
-    /// The first of the directories systemd names in RUNTIME_DIRECTORY, STATE_DIRECTORY or CREDENTIALS_DIRECTORY
-    /// (colon-separated when the unit lists several), when it is set to an absolute path.
-    /// </summary>
-    public static string? SystemdDirectory(string variable) =>
-        Environment.GetEnvironmentVariable(variable)?.Split(':')[0] is { Length: > 0 } first && Path.IsPathRooted(first) ? first : null;
 
     public const string Help = """
         Usage: netswapd status [--json] [--control-socket PATH]

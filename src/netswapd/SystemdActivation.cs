@@ -63,4 +63,11 @@ internal static partial class SystemdActivation
         var length = sizeof(int);
         return GetSockOpt(fd, SolSocket, 3 /* SO_TYPE */, out _, ref length) == 0;
     }
+
+    /// <summary>
+    /// The first of the directories systemd names in RUNTIME_DIRECTORY, STATE_DIRECTORY or CREDENTIALS_DIRECTORY
+    /// (colon-separated when the unit lists several), when it is set to an absolute path.
+    /// </summary>
+    public static string? Directory(string variable) =>
+        Environment.GetEnvironmentVariable(variable)?.Split(':')[0] is { Length: > 0 } first && Path.IsPathRooted(first) ? first : null;
 }
