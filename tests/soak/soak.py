@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Fault soak for netswapd (issue 14): for a given time, clients of every kind connect, do verified I/O and vanish
 in every way a real client can (cleanly, without NBD_CMD_DISC, by RST, half-way through a payload, by no longer
-reading replies, by a link cut with requests in flight), while SIGHUP arrives every few seconds. At the end: no request was left unanswered, no area or byte
+reading replies, by a link cut with requests in flight, by a reset in the middle of the TLS handshake), about a third of
+them over TLS (NBD_OPT_STARTTLS, client certificates checked by the CA), while SIGHUP arrives every few seconds. At the end: no request was left unanswered, no area or byte
 is left on the swap file system, RSS is back near where it was once warm, and the daemon exits on SIGTERM in time.
 
 Usage: soak.py [--minutes M] [--daemon "CMD ..."]   (root: it mounts a tmpfs for the swap areas)
@@ -17,6 +18,7 @@ import re
 import shlex
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -28,6 +30,7 @@ REQUEST_MAGIC = 0x25609513
 SIMPLE_REPLY_MAGIC = 0x67446698
 IHAVEOPT = 0x49484156454F5054
 OPT_GO = 7
+OPT_STARTTLS = 5
 CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH = 0, 1, 2, 3
 SEND_TIMEOUT = 3
 PAYLOAD_TIMEOUT = 3
@@ -43,6 +46,9 @@ MIB = 1 << 20
 
 failures = []
 counts = {}
+# The client side of TLS (set in main from the credentials it makes): None runs every client in plain text.
+tls_context = None
+tls_client_directory = None
 lock = threading.Lock()
 
 
@@ -67,8 +73,13 @@ def recv_exact(sock, n):
     return bytes(data)
 
 
-def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1"):
-    """Fixed newstyle handshake and NBD_OPT_GO; returns (socket, export size, transmission flags)."""
+def option(sock, opt, data=b""):
+    sock.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
+
+
+def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1", tls=False, stop_in_tls=False):
+    """Fixed newstyle handshake (with NBD_OPT_STARTTLS and a client certificate when tls) and NBD_OPT_GO; returns
+    (socket, export size, transmission flags). stop_in_tls: RST at a random point of the TLS handshake instead."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if receive_buffer:
         # Before connect, so the window is small from the start (set later on loopback, segments are dropped instead).
@@ -78,9 +89,28 @@ def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1"):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     recv_exact(sock, 18)
     sock.sendall(struct.pack(">I", 3))
+    if tls:
+        option(sock, OPT_STARTTLS)
+        _, _, reply, length = struct.unpack(">QIII", recv_exact(sock, 20))
+        recv_exact(sock, length)
+        if reply != 1:
+            raise RuntimeError(f"STARTTLS refused: {reply:#x}")
+        if stop_in_tls:
+            # Half a ClientHello, or nothing at all, then gone: the server must not wait on it past the handshake timeout.
+            hello = ssl.MemoryBIO(), ssl.MemoryBIO()
+            engine = tls_context.wrap_bio(*hello, server_hostname=host)
+            try:
+                engine.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            record = hello[1].read()
+            sock.sendall(record[:random.randrange(len(record))])
+            rst_close(sock)
+            return None, None, None
+        sock = tls_context.wrap_socket(sock, server_hostname=host)
     encoded = name.encode()
     data = struct.pack(">I", len(encoded)) + encoded + struct.pack(">H", 0)
-    sock.sendall(struct.pack(">QII", IHAVEOPT, OPT_GO, len(data)) + data)
+    option(sock, OPT_GO, data)
     size = flags = None
     while True:
         _, _, reply, length = struct.unpack(">QIII", recv_exact(sock, 20))
@@ -102,9 +132,14 @@ def rst_close(sock):
     sock.close()
 
 
+def use_tls(rng):
+    return tls_context is not None and rng.random() < 0.3
+
+
 def verified_client(port, rng, token):
     """Pipelined writes and reads (up to 16 in flight) against a model of the area; ends in one of four ways."""
-    sock, size, flags = connect(port, f"swap/{token}:16M")
+    tls = use_tls(rng)
+    sock, size, flags = connect(port, f"swap/{token}:16M", tls=tls)
     # NBD_CMD_FLAG_FUA only where the export says NBD_FLAG_SEND_FUA.
     fua = [0, 0, 0, 1] if flags & (1 << 3) else [0]
     model = {}
@@ -160,24 +195,30 @@ def verified_client(port, rng, token):
         sock.close()
     else:
         rst_close(sock)
-    count(f"verified/{ending}")
+    count(f"verified{'-tls' if tls else ''}/{ending}")
 
 
 def libnbd_client(port, rng, token):
     import nbd
     h = nbd.NBD()
-    h.connect_uri(f"nbd://127.0.0.1:{port}/swap/{token}:16M")
+    tls = use_tls(rng)
+    if tls:
+        h.set_uri_allow_local_file(True)
+        h.connect_uri(f"nbds://127.0.0.1:{port}/swap/{token}:16M?tls-certificates={tls_client_directory}")
+    else:
+        h.connect_uri(f"nbd://127.0.0.1:{port}/swap/{token}:16M")
     for _ in range(rng.randint(5, 40)):
         offset = rng.randrange(0, 16 * MIB - 65536, 4096)
         data = os.urandom(rng.choice([4096, 65536]))
         h.pwrite(data, offset)
         if h.pread(len(data), offset) != data:
             fail(f"libnbd client {token}: read back wrong at {offset}")
+    suffix = "-tls" if tls else ""
     if rng.random() < 0.5:
         h.shutdown()
-        count("libnbd/clean")
+        count(f"libnbd{suffix}/clean")
     else:
-        count("libnbd/vanish")
+        count(f"libnbd{suffix}/vanish")
     # libnbd 1.14's Python binding has no close(): the handle closes its socket when it goes.
     del h
 
@@ -206,7 +247,8 @@ def flood_without_reading(sock, seconds=1.0):
             sent = sock.send(message)
             message = message[sent:]
             idle_since = time.monotonic()
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            # Over TLS the same bytes are offered again (Python lets the buffer move between attempts).
             time.sleep(0.01)
     sock.setblocking(True)
 
@@ -218,14 +260,19 @@ def wait_cut(sock, within):
         while sock.recv(65536):
             pass
         return True
-    except (ConnectionResetError, BrokenPipeError):
+    except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
         return True
     except socket.timeout:
         return False
 
 
 def misbehaving_client(port, rng, token):
-    sock, _, _ = connect(port, f"swap/{token}:8M", receive_buffer=4096)
+    tls = use_tls(rng)
+    if tls and rng.random() < 0.25:
+        connect(port, f"swap/{token}:8M", tls=True, stop_in_tls=True)
+        count("misbehaving-tls/rst-in-tls-handshake")
+        return
+    sock, _, _ = connect(port, f"swap/{token}:8M", receive_buffer=4096, tls=tls)
     kind = rng.choice(["stop-reading-rst", "stop-reading-stay", "half-payload-rst", "half-payload-stay"])
     if kind.startswith("stop-reading"):
         flood_without_reading(sock)
@@ -246,7 +293,7 @@ def misbehaving_client(port, rng, token):
             if not wait_cut(sock, PAYLOAD_TIMEOUT + STALL):
                 fail(f"client {token} that stopped half-way through a payload was not cut within {PAYLOAD_TIMEOUT + STALL} s")
             sock.close()
-    count(f"misbehaving/{kind}")
+    count(f"misbehaving{'-tls' if tls else ''}/{kind}")
 
 
 def wait_cut_without_reading(sock, within):
@@ -392,6 +439,15 @@ def main():
     os.mkdir(swap, 0o700)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1G,mode=0700", "tmpfs", swap], check=True)
     control = os.path.join(work, "ctl.sock")
+    # Credentials for the TLS third of the clients (client certificates checked by the CA, as a lab would).
+    tls = os.path.join(work, "tls")
+    subprocess.run([os.path.join(here, "..", "..", "scripts", "netswap-make-certs"), tls, "--server-name", "localhost",
+                    "--client", "soak"], check=True)
+    global tls_context, tls_client_directory
+    tls_client_directory = os.path.join(tls, "clients", "soak")
+    tls_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.path.join(tls_client_directory, "ca-cert.pem"))
+    tls_context.load_cert_chain(os.path.join(tls_client_directory, "client-cert.pem"),
+                                os.path.join(tls_client_directory, "client-key.pem"))
     daemon = None
     netns = LinkNamespace()
     try:
@@ -404,6 +460,7 @@ def main():
                           "--shutdown-timeout", f"{SHUTDOWN_TIMEOUT}s", "--tcp-user-timeout", f"{USER_TIMEOUT}s", "--discovery", "off", "--control-socket", control,
                           "--keepalive-time", KEEPALIVE[0], "--keepalive-interval", KEEPALIVE[1],
                           "--keepalive-count", KEEPALIVE[2],
+                          "--tls", "on", "--tls-certificates", os.path.join(tls, "server"), "--tls-verify-client",
                           # Every client here comes from 127.0.0.1, unlike a lab's: the per-address limits would
                           # refuse them (a 30-minute run met connection-rate once: 88 connections reset at connect).
                           "--max-clients-per-address", "1000", "--connection-rate", "0"],
