@@ -128,7 +128,7 @@ namespace NetSwap.Daemon
                 return ExitOk;
             }
 
-            var (activated, connected) = SystemdActivation.TakeSockets();
+            var (activated, connected, datagram) = SystemdActivation.TakeSockets();
             foreach (var socket in activated)
             {
                 server.StartListening(socket);
@@ -163,15 +163,29 @@ namespace NetSwap.Daemon
             {
                 var nbdPort = (ushort)(((System.Net.IPEndPoint?)server.Listeners[0].LocalEndPoint)?.Port ?? 9572);
                 var name = Environment.MachineName;
+                NetSwap.Protocol.Discovery.DiscoveryReply Answer(System.Net.IPAddress client, NetSwap.Protocol.Discovery.DiscoveryProbe probe) =>
+                    NetSwap.Server.Discovery.DiscoveryAnswer.Build(client, probe, server, catalog, nbdPort, Version, name);
                 try
                 {
-                    discovery = NetSwap.Server.Discovery.DiscoveryResponder.Start(context,
-                        [new System.Net.IPEndPoint(System.Net.IPAddress.Any, settings.DiscoveryPort), new System.Net.IPEndPoint(System.Net.IPAddress.IPv6Any, settings.DiscoveryPort)],
-                        (client, probe) => NetSwap.Server.Discovery.DiscoveryAnswer.Build(client, probe, server, catalog, nbdPort, Version, name));
+                    // The unit's ListenDatagram= sockets when systemd passed some: a probe may be what started us.
+                    discovery = datagram.Count > 0
+                        ? NetSwap.Server.Discovery.DiscoveryResponder.Serve(context, datagram, Answer)
+                        : NetSwap.Server.Discovery.DiscoveryResponder.Start(context,
+                            [new System.Net.IPEndPoint(System.Net.IPAddress.Any, settings.DiscoveryPort), new System.Net.IPEndPoint(System.Net.IPAddress.IPv6Any, settings.DiscoveryPort)],
+                            Answer);
                 }
                 catch (System.Net.Sockets.SocketException e)
                 {
                     DaemonLog.DiscoveryUnavailable(logger, settings.DiscoveryPort, e.Message);
+                }
+            }
+
+            if (discovery is null)
+            {
+                // Discovery is off (or swap is): the unit's datagram sockets stay systemd's alone.
+                foreach (var socket in datagram)
+                {
+                    socket.Dispose();
                 }
             }
 

@@ -19,11 +19,16 @@ internal static partial class SystemdActivation
     [LibraryImport("libc", EntryPoint = "fcntl", SetLastError = true)]
     private static partial int Fcntl(int fd, int command, int argument);
 
-    /// <summary>The passed sockets: listening ones to accept on, connected ones (Accept=yes) to serve directly.</summary>
-    public static (List<Socket> Listening, List<Socket> Connected) TakeSockets()
+    /// <summary>
+    /// The passed sockets: listening ones to accept on, connected ones (Accept=yes) to serve directly, and datagram
+    /// ones (ListenDatagram=, the discovery port) to answer probes on. They are told apart by type, so the unit
+    /// needs no FileDescriptorName=.
+    /// </summary>
+    public static (List<Socket> Listening, List<Socket> Connected, List<Socket> Datagram) TakeSockets()
     {
         var listening = new List<Socket>();
         var connected = new List<Socket>();
+        var datagram = new List<Socket>();
         var pid = Environment.GetEnvironmentVariable("LISTEN_PID");
         var fds = Environment.GetEnvironmentVariable("LISTEN_FDS");
         Environment.SetEnvironmentVariable("LISTEN_PID", null);
@@ -32,7 +37,7 @@ internal static partial class SystemdActivation
         if (pid is null || fds is null || pid != Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)
             || !int.TryParse(fds, System.Globalization.CultureInfo.InvariantCulture, out var count) || count <= 0)
         {
-            return (listening, connected);
+            return (listening, connected, datagram);
         }
         for (var fd = FirstDescriptor; fd < FirstDescriptor + count; fd++)
         {
@@ -40,7 +45,11 @@ internal static partial class SystemdActivation
             _ = Fcntl(fd, 2, 1);
             var socket = new Socket(new SafeSocketHandle(fd, ownsHandle: true));
             var length = sizeof(int);
-            if (GetSockOpt(fd, SolSocket, SoAcceptConn, out var accepting, ref length) == 0 && accepting != 0)
+            if (socket.SocketType == SocketType.Dgram)
+            {
+                datagram.Add(socket);
+            }
+            else if (GetSockOpt(fd, SolSocket, SoAcceptConn, out var accepting, ref length) == 0 && accepting != 0)
             {
                 listening.Add(socket);
             }
@@ -49,7 +58,7 @@ internal static partial class SystemdActivation
                 connected.Add(socket);
             }
         }
-        return (listening, connected);
+        return (listening, connected, datagram);
     }
 
     public static bool IsListening(int fd)

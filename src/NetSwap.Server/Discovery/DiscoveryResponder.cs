@@ -38,12 +38,13 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
     /// <summary>Listens on the given endpoints (default: 0.0.0.0 and [::] on the discovery port).</summary>
     public static DiscoveryResponder Start(NbdServerContext context, IEnumerable<IPEndPoint> endpoints, Func<IPAddress, DiscoveryProbe, DiscoveryReply> answer)
     {
-        var responder = new DiscoveryResponder(context, answer);
+        var sockets = new List<Socket>();
         try
         {
             foreach (var endpoint in endpoints)
             {
                 var socket = new Socket(endpoint.AddressFamily, SocketType.Dgram, ProtocolType.Udp);
+                sockets.Add(socket);
                 if (endpoint.AddressFamily == AddressFamily.InterNetworkV6)
                 {
                     socket.DualMode = false;
@@ -51,22 +52,37 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
                 // No SO_REUSEADDR (nor .NET's ReuseAddress, which adds SO_REUSEPORT): with it any local user could bind
                 // the same port and take unicast probes meant for this server.
                 socket.Bind(endpoint);
-                if (endpoint.AddressFamily == AddressFamily.InterNetworkV6 && endpoint.Address.Equals(IPAddress.IPv6Any))
-                {
-                    JoinMulticastGroup(socket);
-                }
-                responder._sockets.Add(socket);
-                DiscoveryLog.Listening(context.Logger, endpoint.ToString());
-                responder._loops.Add(Task.Run(() => responder.ReceiveLoopAsync(socket)));
             }
         }
         catch
         {
-            foreach (var socket in responder._sockets)
+            foreach (var socket in sockets)
             {
                 socket.Dispose();
             }
             throw;
+        }
+        return Serve(context, sockets, answer);
+    }
+
+    /// <summary>
+    /// Answers on UDP sockets bound already: those systemd passes from a socket unit's ListenDatagram= (a probe that
+    /// arrives while netswapd is not running starts it, and waits in the socket for its answer). A socket bound to
+    /// the IPv6 wildcard joins the multicast group on every interface, as one bound here does.
+    /// </summary>
+    public static DiscoveryResponder Serve(NbdServerContext context, IReadOnlyList<Socket> sockets, Func<IPAddress, DiscoveryProbe, DiscoveryReply> answer)
+    {
+        var responder = new DiscoveryResponder(context, answer);
+        foreach (var socket in sockets)
+        {
+            var local = (IPEndPoint)socket.LocalEndPoint!;
+            if (local.AddressFamily == AddressFamily.InterNetworkV6 && local.Address.Equals(IPAddress.IPv6Any))
+            {
+                JoinMulticastGroup(socket);
+            }
+            responder._sockets.Add(socket);
+            DiscoveryLog.Listening(context.Logger, local.ToString());
+            responder._loops.Add(Task.Run(() => responder.ReceiveLoopAsync(socket)));
         }
         return responder;
     }
@@ -112,14 +128,16 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
                 continue;
             }
             var source = (IPEndPoint)received.RemoteEndPoint;
+            // A dual-stack socket (systemd's ListenDatagram= with BindIPv6Only=both) sees IPv4 clients as ::ffff:a.b.c.d.
+            var client = AddressRuleSet.Normalize(source.Address);
             if (!DiscoveryProbe.TryRead(buffer.AsSpan(0, received.ReceivedBytes), out var probe)
-                || _context.Policy.CheckClient(source.Address) is not null
-                || !TakeReplyToken(source.Address))
+                || _context.Policy.CheckClient(client) is not null
+                || !TakeReplyToken(client))
             {
                 Interlocked.Increment(ref _ignored);
                 continue;
             }
-            var answer = _answer(source.Address, probe);
+            var answer = _answer(client, probe);
             if (answer.Size > received.ReceivedBytes)
             {
                 Interlocked.Increment(ref _ignored);

@@ -65,6 +65,34 @@ public class DiscoveryTests
     }
 
     [Fact]
+    public async Task Responder_OnADualStackSocketPassedToIt_AnswersIPv4ClientsByTheirIPv4Rules()
+    {
+        // systemd's ListenDatagram=9572 with BindIPv6Only=both hands over one [::] socket: IPv4 probes arrive as
+        // ::ffff:127.0.0.1 and must be judged (and answered) as 127.0.0.1.
+        await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
+        await using var server = ServerHarness.StartSwap(fs.Path);
+        server.Context.Policy = new AccessPolicy(new AddressRuleSet([new AddressRule(IPNetwork.Parse("127.0.0.0/24"), RuleAction.Allow, "t")]),
+            new Dictionary<string, AddressRuleSet>(), null, new AccessLimits());
+        var catalog = (NetSwap.Server.Exports.ExportCatalog)server.Context.Exports;
+        var dualStack = new Socket(AddressFamily.InterNetworkV6, SocketType.Dgram, ProtocolType.Udp) { DualMode = true };
+        dualStack.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
+        IPAddress? asked = null;
+        await using var responder = DiscoveryResponder.Serve(server.Context, [dualStack], (client, probe) =>
+        {
+            asked = client;
+            return DiscoveryAnswer.Build(client, probe, server.Server, catalog, (ushort)server.Port, "0.1.0", "test-server");
+        });
+        var port = ((IPEndPoint)dualStack.LocalEndPoint!).Port;
+
+        var answer = await AskAsync(port, Probe(id: 7), waitMs: 10_000);
+        Assert.NotNull(answer);
+        Assert.True(DiscoveryReply.TryRead(answer!, out var reply));
+        Assert.Equal(7u, reply.ProbeId);
+        Assert.Equal(IPAddress.Parse("127.0.0.1"), asked);
+        Assert.Null(await AskAsync(port, Probe(), source: "127.0.1.9"));   // 127.0.1.9 is not admitted, mapped or not
+    }
+
+    [Fact]
     public async Task Responder_AnswersOnlyProperProbes_FromAdmittedClients_NeverLargerThanTheProbe_AndRateLimited()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);

@@ -166,14 +166,39 @@ public class SwapDaemonTests
     }
 
     [Fact]
+    public async Task SocketActivation_OfTheDiscoveryPort_AProbeStartsTheDaemon_AndIsAnswered()
+    {
+        // netswapd.socket's ListenDatagram=: clients that find their server by discovery never connect first, so the
+        // probe itself must start the service, wait in the passed socket and be answered from it.
+        await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
+        var udp = Ports.Unused();
+        await using var launcher = DaemonProcess.StartWith(["systemd-socket-activate", "--datagram", "-l", $"127.0.0.1:{udp}"],
+            "--listen", "127.0.0.1:0", "--swap-dir", fs.Path, "--allow", "127.0.0.0/8", "--discovery", "on");
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!launcher.Stderr.Contains("Listening on", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+        Assert.DoesNotContain("listening on 127.0.0.1", launcher.Stderr);   // netswapd has not started before the probe
+
+        var reply = await DiscoveryProbes.AskAsync(udp, 99, TimeSpan.FromSeconds(20));
+        Assert.True(reply is { ProbeId: 99 }, "no answer to the probe that started netswapd:\n" + launcher.Stderr);
+        Assert.True(reply!.Value.Flags.HasFlag(NetSwap.Protocol.Discovery.DiscoveryReplyFlags.SwapAvailable));
+        Assert.True(await launcher.WaitForLogAsync($"discovery: answering probes on 127.0.0.1:{udp}"), launcher.Stderr);
+        // The passed socket, not one of its own on the default port beside it.
+        Assert.DoesNotContain("0.0.0.0:9572 (udp)", launcher.Stderr);
+    }
+
+    [Fact]
     public void SocketActivationVariables_MeantForAnotherProcess_AreIgnoredAndRemoved()
     {
         Environment.SetEnvironmentVariable("LISTEN_PID", "1");
         Environment.SetEnvironmentVariable("LISTEN_FDS", "2");
         Environment.SetEnvironmentVariable("LISTEN_FDNAMES", "a:b");
-        var (listening, connected) = NetSwap.Daemon.SystemdActivation.TakeSockets();
+        var (listening, connected, datagram) = NetSwap.Daemon.SystemdActivation.TakeSockets();
         Assert.Empty(listening);
         Assert.Empty(connected);
+        Assert.Empty(datagram);
         Assert.Null(Environment.GetEnvironmentVariable("LISTEN_PID"));
         Assert.Null(Environment.GetEnvironmentVariable("LISTEN_FDS"));
         Assert.Null(Environment.GetEnvironmentVariable("LISTEN_FDNAMES"));
