@@ -23,6 +23,12 @@ public sealed partial class DaemonProcess : IAsyncDisposable
 
     public static string DaemonDll => Path.Combine(AppContext.BaseDirectory, "netswapd.dll");
 
+    /// <summary>The native AOT build `make dist` leaves (make test builds it first): what the packages ship.</summary>
+    public static string NativeDaemon => Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "dist", "netswapd"));
+
+    /// <summary>Starts the native build (dist/netswapd) instead of the JIT-compiled one, optionally under a wrapper.</summary>
+    public static DaemonProcess StartNative(string[]? wrapper, params string[] args) => StartWith(wrapper, null, args, native: true);
+
     /// <summary>The control socket of this instance (each test daemon gets its own, never /run/netswap).</summary>
     public string ControlSocket { get; private set; } = "";
 
@@ -47,7 +53,10 @@ public sealed partial class DaemonProcess : IAsyncDisposable
     /// Starts netswapd with these environment variables set (RUNTIME_DIRECTORY and the like, as systemd gives them);
     /// with RUNTIME_DIRECTORY the control socket is left to the daemon.
     /// </summary>
-    public static DaemonProcess StartWith(string[]? wrapper, IDictionary<string, string>? environment, params string[] args)
+    public static DaemonProcess StartWith(string[]? wrapper, IDictionary<string, string>? environment, params string[] args) =>
+        StartWith(wrapper, environment, args, native: false);
+
+    private static DaemonProcess StartWith(string[]? wrapper, IDictionary<string, string>? environment, string[] args, bool native)
     {
         // Test daemons answer no discovery on the host's network unless a test asks for it (inside its namespaces).
         if (!args.Contains("--discovery") && !args.Contains("--help") && !args.Contains("--version") && !args.Contains("status"))
@@ -61,7 +70,7 @@ public sealed partial class DaemonProcess : IAsyncDisposable
             control = Path.Combine(Scratch.Directory("netswap-ctl-"), "netswapd.sock");
             args = [.. args, "--control-socket", control];
         }
-        var start = new ProcessStartInfo(wrapper is null ? "dotnet" : wrapper[0])
+        var start = new ProcessStartInfo(wrapper is not null ? wrapper[0] : native ? NativeDaemon : "dotnet")
         {
             RedirectStandardError = true,
             RedirectStandardOutput = true,
@@ -72,11 +81,14 @@ public sealed partial class DaemonProcess : IAsyncDisposable
         {
             start.Environment[name] = value;
         }
-        foreach (var arg in wrapper is null ? [] : wrapper[1..].Append("dotnet"))
+        foreach (var arg in wrapper is null ? [] : native ? wrapper[1..].Append(NativeDaemon) : wrapper[1..].Append("dotnet"))
         {
             start.ArgumentList.Add(arg);
         }
-        start.ArgumentList.Add(DaemonDll);
+        if (!native)
+        {
+            start.ArgumentList.Add(DaemonDll);
+        }
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
