@@ -3,7 +3,9 @@
 
 DOTNET  ?= dotnet
 CONFIG  ?= Release
-PREFIX  ?= /usr/local
+# /usr, as in the packages: the units, the inetd lines and the initramfs hook name /usr/sbin/netswapd and
+# /usr/bin/netswap, so an install elsewhere would leave them pointing at nothing.
+PREFIX  ?= /usr
 DESTDIR ?=
 RID     ?= linux-x64
 ARGS    ?=
@@ -13,7 +15,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install bench e2e certs fuzz soak stress clean
+.PHONY: all build run test test-deps dist install install-server install-client deb bench e2e certs fuzz soak stress clean
 
 all: build
 
@@ -56,24 +58,42 @@ dist/netswap: $(SOURCES) | dist/netswapd
 DOCDIR    = $(DESTDIR)$(PREFIX)/share/doc/netswap
 MANDIR    = $(DESTDIR)$(PREFIX)/share/man
 
-## Install the executables, the manual pages, the systemd units, the example configuration and the inetd/xinetd/services examples.
-install: dist
-	install -d $(SBINDIR) $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples
+## Install what the two packages hold (server and client): executables, manual pages, systemd units, the
+## initramfs-tools hook and script, the LTSP drop-in, the configuration files (an existing one is never overwritten;
+## the shipped one is commented out and works as it is) and the inetd/xinetd/services/Avahi examples. Into the live
+## system (no DESTDIR) it also adds the `netswap` system user and /var/lib/netswap (0700), as the package's postinst does.
+install: install-server install-client
+
+install-server: dist
+	install -d $(SBINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples $(MANDIR)/man5 $(MANDIR)/man8
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
-	install -m 0755 dist/netswap $(BINDIR)/netswap
 	install -m 0755 scripts/netswap-make-certs $(SBINDIR)/netswap-make-certs
-	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket packaging/systemd/netswap-client.service $(UNITDIR)/
-	install -d $(DESTDIR)/usr/share/initramfs-tools/hooks $(DESTDIR)/usr/share/initramfs-tools/scripts/init-premount $(SYSCONF)/avahi/services
-	install -m 0755 packaging/client/initramfs-hook $(DESTDIR)/usr/share/initramfs-tools/hooks/netswap
-	install -m 0755 packaging/client/initramfs-script $(DESTDIR)/usr/share/initramfs-tools/scripts/init-premount/netswap
-	install -m 0644 packaging/client/client.conf $(SYSCONF)/netswap/client.conf.example
-	install -m 0644 packaging/avahi/netswap.service $(DOCDIR)/examples/avahi-netswap.service
-	install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml.example
-	install -d $(MANDIR)/man5 $(MANDIR)/man8
-	install -m 0644 docs/man/netswapd.8 docs/man/netswap.8 $(MANDIR)/man8/
-	install -m 0644 docs/man/netswapd.toml.5 docs/man/netswap-client.conf.5 $(MANDIR)/man5/
+	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket $(UNITDIR)/
+	[ -e $(SYSCONF)/netswap/netswapd.toml ] || install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml
+	install -m 0644 docs/man/netswapd.8 docs/man/netswap-make-certs.8 $(MANDIR)/man8/
+	install -m 0644 docs/man/netswapd.toml.5 $(MANDIR)/man5/
 	install -m 0644 packaging/inetd/inetd.conf packaging/inetd/xinetd.netswapd packaging/services $(DOCDIR)/examples/
 	install -m 0644 README.md docs/*.md $(DOCDIR)/
+	if [ -z "$(DESTDIR)" ]; then scripts/add-system-user; fi
+
+install-client: dist
+	install -d $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples $(MANDIR)/man5 $(MANDIR)/man8 \
+		$(DESTDIR)$(PREFIX)/share/initramfs-tools/hooks $(DESTDIR)$(PREFIX)/share/initramfs-tools/scripts/init-premount \
+		$(DESTDIR)$(PREFIX)/share/ltsp/client/init
+	install -m 0755 dist/netswap $(BINDIR)/netswap
+	install -m 0644 packaging/systemd/netswap-client.service $(UNITDIR)/
+	install -m 0755 packaging/client/initramfs-hook $(DESTDIR)$(PREFIX)/share/initramfs-tools/hooks/netswap
+	install -m 0755 packaging/client/initramfs-script $(DESTDIR)$(PREFIX)/share/initramfs-tools/scripts/init-premount/netswap
+	install -m 0644 packaging/client/ltsp-56-netswap.sh $(DESTDIR)$(PREFIX)/share/ltsp/client/init/56-netswap.sh
+	[ -e $(SYSCONF)/netswap/client.conf ] || install -m 0644 packaging/client/client.conf $(SYSCONF)/netswap/client.conf
+	install -m 0644 packaging/avahi/netswap.service $(DOCDIR)/examples/avahi-netswap.service
+	install -m 0644 docs/man/netswap.8 $(MANDIR)/man8/
+	install -m 0644 docs/man/netswap-client.conf.5 $(MANDIR)/man5/
+
+## The Debian packages: dist/netswapd_VERSION_ARCH.deb and dist/netswap-client_VERSION_ARCH.deb (dpkg-buildpackage
+## -b -us -uc over debian/, then lintian). Needs debhelper, lintian and fakeroot (scripts/install-test-deps.sh).
+deb: dist
+	scripts/build-deb
 
 ## A small site's TLS credentials: make certs DIR=/etc/netswap/tls SERVER=swap.lan CLIENTS="pc01 pc02"
 DIR     ?= tls

@@ -27,6 +27,11 @@ packages=(
   cryptsetup-bin      # dm-crypt in the guest (netswap attach --encrypt)
   coreutils           # chroot
   groff-base          # renders the manual pages (ManPageTests)
+  debhelper           # make deb (dpkg-buildpackage, dh)
+  dpkg-dev            # dpkg-buildpackage, dpkg-parsechangelog
+  lintian             # make deb checks the packages
+  mmdebstrap          # the Debian 12 root the packages are installed into (DebianPackageTests)
+  python3-seccomp     # tests/sandbox/unit-sandbox.py: the unit's system-call filter without systemd as PID 1
 )
 
 missing=()

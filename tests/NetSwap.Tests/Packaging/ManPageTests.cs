@@ -12,7 +12,7 @@ public partial class ManPageTests
 {
     private static readonly string Pages = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "docs", "man"));
 
-    public static TheoryData<string> All() => ["netswapd.8", "netswapd.toml.5", "netswap.8", "netswap-client.conf.5"];
+    public static TheoryData<string> All() => ["netswapd.8", "netswapd.toml.5", "netswap.8", "netswap-client.conf.5", "netswap-make-certs.8"];
 
     /// <summary>The page as text: no hyphenation, long lines, plain ASCII (\- renders as -).</summary>
     private static async Task<string> RenderAsync(string page)
