@@ -13,7 +13,9 @@ internal enum SwapPolicy
 /// /etc/netswap/client.conf, shell-style KEY=VALUE lines (as LTSP's lts.conf): SWAP=auto|yes|no, SERVER=, SIZE=,
 /// ENCRYPT=, PRIORITY=, THRESHOLD= (attach only when MemTotal is below it, as LTSP's NBD_SWAP_THRESHOLD), TOKEN=.
 /// A netbooted client may carry netswap=host[:port] on the kernel command line, which wins over SERVER, or netswap=off,
-/// which wins over everything.
+/// which wins over everything. LTSP5's lts.conf keys for network swap are taken too, so an image's existing lines keep
+/// working: NBD_SWAP (SWAP=yes/no), NBD_SWAP_SERVER (SERVER), NBD_SWAP_PORT (the port of SERVER) and ENCRYPT_SWAP
+/// (ENCRYPT), with LTSP's booleans (Y, y, True, true / N, n, False, false).
 /// </summary>
 internal sealed record ClientConfig
 {
@@ -21,6 +23,8 @@ internal sealed record ClientConfig
 
     public SwapPolicy Swap { get; init; } = SwapPolicy.Auto;
     public string? Server { get; init; }
+    /// <summary>NBD_SWAP_PORT: the port of a SERVER given without one.</summary>
+    public int? Port { get; init; }
     public long? Size { get; init; }
     public bool Encrypt { get; init; }
     public int? Priority { get; init; }
@@ -46,6 +50,8 @@ internal sealed record ClientConfig
             null => config,
             // netswap=off wins over everything, as the initramfs script already honours it.
             "off" => config with { Swap = SwapPolicy.No, OffBecause = "netswap=off on the kernel command line" },
+            // netswap=on: attach, by discovery or SERVER, whatever SWAP and THRESHOLD say.
+            "on" => config with { Swap = SwapPolicy.Yes, OffBecause = null },
             var server => config with { Server = server },
         };
     }
@@ -71,6 +77,14 @@ internal sealed record ClientConfig
             var value = line[(equals + 1)..].Trim().Trim('"', '\'');
             config = key switch
             {
+                "NBD_SWAP" => config with { Swap = LtspBoolean(path, number, key, value) ? SwapPolicy.Yes : SwapPolicy.No },
+                "NBD_SWAP_SERVER" => config with { Server = value.Length == 0 ? null : value },
+                "NBD_SWAP_PORT" => config with
+                {
+                    Port = value.Length == 0 ? null : int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var port) && port is > 0 and <= 65535
+                        ? port : throw new FormatException($"{path}:{number}: NBD_SWAP_PORT must be a port number (1-65535)"),
+                },
+                "ENCRYPT_SWAP" => config with { Encrypt = LtspBoolean(path, number, key, value) },
                 "SWAP" => config with
                 {
                     Swap = value.ToLowerInvariant() switch
@@ -95,11 +109,19 @@ internal sealed record ClientConfig
                     Token = value.Length == 0 ? null : NetSwap.Protocol.Swap.SwapExportName.IsValidToken(value)
                         ? value : throw new FormatException($"{path}:{number}: TOKEN must be 1-64 characters of A-Z a-z 0-9 . _ -"),
                 },
-                _ => throw new FormatException($"{path}:{number}: unknown key '{key}' (known: SWAP, SERVER, SIZE, ENCRYPT, PRIORITY, THRESHOLD, TOKEN)"),
+                _ => throw new FormatException($"{path}:{number}: unknown key '{key}' (known: SWAP, SERVER, SIZE, ENCRYPT, PRIORITY, THRESHOLD, TOKEN, NBD_SWAP, NBD_SWAP_SERVER, NBD_SWAP_PORT, ENCRYPT_SWAP)"),
             };
         }
         return config;
     }
+
+    /// <summary>lts.conf's booleans: Y, y, True, true and N, n, False, false (yes/no and 1/0 as well).</summary>
+    private static bool LtspBoolean(string path, int number, string key, string value) => value.ToLowerInvariant() switch
+    {
+        "y" or "true" or "yes" or "1" => true,
+        "n" or "false" or "no" or "0" => false,
+        _ => throw new FormatException($"{path}:{number}: {key} must be True or False"),
+    };
 
     private static long ParseSize(string path, int number, string value) =>
         NetSwap.Protocol.Swap.SwapExportName.TryParseSize(value, out var bytes) && bytes > 0

@@ -279,6 +279,9 @@ public sealed class AttachTests : IDisposable
         Assert.Equal(SwapPolicy.Yes, ClientConfig.Load(file, "quiet").Swap);
         File.WriteAllLines(file, ["SWAP=no"]);
         Assert.Equal($"SWAP=no in {file}", ClientConfig.Load(file, null).OffBecause);
+        // netswap=on asks for swap over the file's SWAP=no (and is no server name).
+        var on = ClientConfig.Load(file, "ip=dhcp netswap=on");
+        Assert.Equal((SwapPolicy.Yes, null, null), (on.Swap, on.OffBecause, on.Server));
     }
 
     [Fact]
@@ -299,6 +302,33 @@ public sealed class AttachTests : IDisposable
         Assert.StartsWith("/etc/netswap/client.conf:2:", e.Message);
         Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["BOGUS=1"]));
         Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["TOKEN=../x"]));
+    }
+
+    [Fact]
+    public void ClientConfig_TakesLtsp5Keys_WithLtspBooleans()
+    {
+        // An LTSP5 image's lts.conf lines for network swap, as they were written for nbdswapd.
+        var ltsp = ClientConfig.Parse("client.conf", ["NBD_SWAP=True", "NBD_SWAP_SERVER=10.0.5.1", "NBD_SWAP_PORT=9210", "ENCRYPT_SWAP=y"]);
+        Assert.Equal(new ClientConfig { Swap = SwapPolicy.Yes, Server = "10.0.5.1", Port = 9210, Encrypt = true }, ltsp);
+        Assert.Equal(SwapPolicy.No, ClientConfig.Parse("c", ["NBD_SWAP=N"]).Swap);
+        Assert.False(ClientConfig.Parse("c", ["ENCRYPT_SWAP=false"]).Encrypt);
+        Assert.Contains("NBD_SWAP must be True or False", Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["NBD_SWAP=maybe"])).Message);
+        Assert.Contains("NBD_SWAP_PORT", Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["NBD_SWAP_PORT=70000"])).Message);
+        // The port goes with a server given without one; one written in SERVER wins.
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9210), ClientProgram.ParseServer(ltsp.Server!, ltsp.Port!.Value));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572), ClientProgram.ParseServer("10.0.5.1:9572", 9210));
+    }
+
+    [Fact]
+    public void Server_MayBeAHostName_ResolvedWhereAResolverExists()
+    {
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9572), ClientProgram.ParseServer("localhost"));
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9000), ClientProgram.ParseServer("localhost:9000"));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("::1"), 9001), ClientProgram.ParseServer("[::1]:9001"));
+        // A name that does not resolve fails the command with the name in the message; a malformed one is a usage error.
+        Assert.Contains("cannot resolve 'no-such-host.invalid'", Assert.Throws<AttachException>(() => ClientProgram.ParseServer("no-such-host.invalid")).Message);
+        Assert.Throws<UsageException>(() => ClientProgram.ParseServer("bad host!"));
+        Assert.Throws<UsageException>(() => ClientProgram.ParseServer("localhost:99999"));
     }
 
     [Fact]
