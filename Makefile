@@ -15,7 +15,7 @@ BINDIR    = $(DESTDIR)$(PREFIX)/bin
 UNITDIR   = $(DESTDIR)/lib/systemd/system
 SYSCONF   = $(DESTDIR)/etc
 
-.PHONY: all build run test test-deps dist install install-server install-client deb bench e2e certs fuzz soak stress clean
+.PHONY: all build run test test-deps dist install install-server install-client deb bench e2e e2e-install certs fuzz soak stress clean
 
 all: build
 
@@ -105,6 +105,10 @@ certs:
 ## The end-to-end proof on a real kernel (QEMU guest, TCG); `make test` runs it too.
 e2e: test-deps dist
 	tests/e2e/run.sh basic
+
+## The packages proven on a Debian 12 system booted under QEMU with systemd as PID 1 (docs/e2e.md); `make test` runs it.
+e2e-install: test-deps deb
+	tests/e2e-install/run.sh
 
 ## An AFL++ campaign on a SharpFuzz target: make fuzz FUZZ_TARGET=connection|parsers FUZZ_SECONDS=600
 FUZZ_TARGET  ?= connection
