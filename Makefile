@@ -106,7 +106,8 @@ certs:
 e2e: test-deps dist
 	tests/e2e/run.sh basic
 
-## The packages proven on a Debian 12 system booted under QEMU with systemd as PID 1 (docs/e2e.md); `make test` runs it.
+## The packages proven on a Debian 12 system booted under QEMU with systemd as PID 1 (docs/e2e.md; about 12 minutes,
+## not yet part of `make test`).
 e2e-install: test-deps deb
 	tests/e2e-install/run.sh
 
