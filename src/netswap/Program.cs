@@ -403,7 +403,6 @@ namespace NetSwap.Client
             return builder.Append('"').ToString();
         }
 
-        /// <summary>"10.0.0.1", "10.0.0.1:9572", "[fe80::1]:9572", "::1". No name resolution (static binaries cannot).</summary>
         /// <summary>
         /// SERVER[:PORT]: an IP address, or a host name resolved by the system's resolver (the first address it gives).
         /// A malformed one is a usage error; a name that does not resolve fails the command (exit 1).

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
-using NetSwap.Fuzz;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Tests.Support;
 
@@ -21,14 +20,8 @@ public class StorageWaitTests
     [Fact]
     public async Task ClientReset_WhileItsWriteIsInStorage_ConnectionEndsAsSoonAsStorageReturns()
     {
-        using var entered = new SemaphoreSlim(0);
-        using var release = new ManualResetEventSlim();
-        using var catalog = new MemoryExportCatalog(1 << 20, 1 << 20, 1 << 20, writesMayWait: true, onWrite: () =>
-        {
-            entered.Release();
-            release.Wait(TimeSpan.FromSeconds(30));
-        });
-        await using var server = ServerHarness.Start(catalog);
+        using var storage = new HeldStorage(TimeSpan.FromSeconds(30));
+        await using var server = ServerHarness.Start(storage.Catalog);
         var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
         await socket.ConnectAsync(IPAddress.Loopback, server.Port);
         await using var client = new TestNbdClient(new NetworkStream(socket, ownsSocket: true));
@@ -40,7 +33,7 @@ public class StorageWaitTests
         // Two more behind it, so that replies are owed to a client that is no longer there.
         await client.SendRequestAsync(NbdCommand.Read, 0, 65536);
         await client.SendRequestAsync(NbdCommand.Flush, 0, 0);
-        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(10)), "the write never reached storage");
+        Assert.True(await storage.EnteredAsync(), "the write never reached storage");
 
         socket.LingerState = new LingerOption(true, 0);
         socket.Close();   // RST: the client is gone for good
@@ -51,7 +44,7 @@ public class StorageWaitTests
         Assert.Equal(1, server.Server.ConnectionCount);
 
         var returned = Stopwatch.StartNew();
-        release.Set();
+        storage.Release();
         while (server.Server.ConnectionCount != 0 && returned.Elapsed < TimeSpan.FromSeconds(10))
         {
             await Task.Delay(10);
@@ -64,21 +57,15 @@ public class StorageWaitTests
     [Fact]
     public async Task Stop_WithStorageThatNeverReturns_EndsWithinShutdownTimeoutAndClosingGrace()
     {
-        using var entered = new SemaphoreSlim(0);
-        using var release = new ManualResetEventSlim();
-        using var catalog = new MemoryExportCatalog(1 << 20, 1 << 20, 1 << 20, writesMayWait: true, onWrite: () =>
-        {
-            entered.Release();
-            release.Wait(TimeSpan.FromSeconds(60));
-        });
-        await using var server = ServerHarness.Start(catalog, o => o.ShutdownTimeout = TimeSpan.FromSeconds(1));
+        using var storage = new HeldStorage(TimeSpan.FromSeconds(60));
+        await using var server = ServerHarness.Start(storage.Catalog, o => o.ShutdownTimeout = TimeSpan.FromSeconds(1));
         try
         {
             await using var client = await server.ConnectAsync();
             await client.StartAsync();
             await client.GoAsync("faulty");
             await client.SendRequestAsync(NbdCommand.Write, 0, Large, payload: new byte[Large]);
-            Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(10)), "the write never reached storage");
+            Assert.True(await storage.EnteredAsync(), "the write never reached storage");
 
             var stopping = Stopwatch.StartNew();
             await server.Server.StopAsync().WaitAsync(TimeSpan.FromSeconds(30));
@@ -89,7 +76,7 @@ public class StorageWaitTests
         }
         finally
         {
-            release.Set();
+            storage.Release();
         }
     }
 }

@@ -501,24 +501,18 @@ public class TransmissionTests
     {
         // The write is held in storage when the stop begins: truly in flight. The stop waits for it, its reply goes
         // out, and only then is the connection closed.
-        using var entered = new SemaphoreSlim(0);
-        using var release = new ManualResetEventSlim();
-        using var catalog = new MemoryExportCatalog(1 << 20, 1 << 20, 1 << 20, writesMayWait: true, onWrite: () =>
-        {
-            entered.Release();
-            release.Wait(TimeSpan.FromSeconds(30));
-        });
-        await using var server = ServerHarness.Start(catalog);
+        using var storage = new HeldStorage(TimeSpan.FromSeconds(30));
+        await using var server = ServerHarness.Start(storage.Catalog);
         await using var client = await server.ConnectAsync();
         await client.StartAsync();
         await client.GoAsync("faulty", structured: false);
         var data = Pattern(65536, 9);
         await client.SendRequestAsync(NbdCommand.Write, 0, (uint)data.Length, payload: data);
-        Assert.True(await entered.WaitAsync(TimeSpan.FromSeconds(10)), "the write never reached storage");
+        Assert.True(await storage.EnteredAsync(), "the write never reached storage");
         var stop = server.Server.StopAsync();
         await Task.Delay(200);
         Assert.False(stop.IsCompleted, "the server stopped with a write still in its storage");
-        release.Set();
+        storage.Release();
         var reply = await client.ReadReplyAsync();
         Assert.Equal(NbdError.None, reply.Error);
         await stop.WaitAsync(TimeSpan.FromSeconds(10));
