@@ -345,7 +345,7 @@ namespace NetSwap.Daemon
                 if (settings.Swap.Enabled)
                 {
                     var options = settings.Swap;
-                    // Under systemd the unit's StateDirectory= (/var/lib/netswap, the dynamic user's own) is the default.
+                    // Under systemd the unit's StateDirectory= (/var/lib/netswap, the netswap user's) is the default.
                     if (!settings.SwapDirectoryFromSettings && SystemdActivation.Directory("STATE_DIRECTORY") is { } state)
                     {
                         options.Directory = state;
