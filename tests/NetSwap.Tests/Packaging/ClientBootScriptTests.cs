@@ -14,17 +14,33 @@ public class ClientBootScriptTests
 {
     private static readonly string Packaging = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "packaging", "client"));
 
-    private static string MakeRoot(string? clientConf, string commandLine)
+    /// <summary>A root with busybox and its applets (as LTSP's client has), or with <paramref name="shellOnly"/> dash
+    /// and nothing else: an initramfs without busybox (initramfs-tools only recommends it) has klibc's sh, a dash, and
+    /// no sed, tail or cat; busybox sh would run its own applets and hide a script that needs them.</summary>
+    private static string MakeRoot(string? clientConf, string commandLine, bool shellOnly = false)
     {
         var root = Scratch.Directory("netswap-boot-");
-        foreach (var dir in new[] { "bin", "sbin", "proc", "etc/netswap", "scripts", "run", "tmp" })
+        foreach (var dir in new[] { "bin", "sbin", "proc", "dev", "etc/netswap", "scripts", "run", "tmp" })
         {
             Directory.CreateDirectory(Path.Combine(root, dir));
         }
-        File.Copy(ExternalTool.Require("busybox"), Path.Combine(root, "bin", "busybox"));
-        foreach (var applet in new[] { "sh", "cat", "sed", "tail", "mkdir", "echo" })
+        File.WriteAllText(Path.Combine(root, "dev", "null"), ""); // the scripts' 2>/dev/null: a file will do
+        if (shellOnly)
         {
-            File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
+            File.Copy(ExternalTool.Require("dash"), Path.Combine(root, "bin", "sh"));
+            foreach (var library in new[] { "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2" })
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(root + library)!);
+                File.Copy(library, root + library);
+            }
+        }
+        else
+        {
+            File.Copy(ExternalTool.Require("busybox"), Path.Combine(root, "bin", "busybox"));
+            foreach (var applet in new[] { "sh", "cat", "sed", "tail", "mkdir", "echo" })
+            {
+                File.CreateSymbolicLink(Path.Combine(root, "bin", applet), "busybox");
+            }
         }
         File.WriteAllText(Path.Combine(root, "proc", "cmdline"), commandLine + "\n");
         if (clientConf is not null)
@@ -47,7 +63,7 @@ public class ClientBootScriptTests
 
     private static async Task<string> RunInitramfsScriptAsync(string? clientConf, string commandLine)
     {
-        var root = MakeRoot(clientConf, commandLine);
+        var root = MakeRoot(clientConf, commandLine, shellOnly: true);
         File.Copy(Path.Combine(Packaging, "initramfs-script"), Path.Combine(root, "netswap-premount"));
         var run = await ExternalTool.RunAsync("chroot", [root, "/bin/sh", "/netswap-premount"], environment: new Dictionary<string, string> { ["PATH"] = "/sbin:/bin" });
         Assert.True(run.ExitCode == 0, run.All);
@@ -55,8 +71,7 @@ public class ClientBootScriptTests
         return File.Exists(calls) ? File.ReadAllText(calls).Trim() : "";
     }
 
-    // (modprobe is busybox sh's own applet, which a fake on PATH does not replace: it is not recorded.)
-    private const string Attached = "configure_networking\nnetswap attach --auto";
+    private const string Attached = "configure_networking\nmodprobe nbd\nnetswap attach --auto";
 
     [Theory]
     // Not asked: nothing at all, above all no configure_networking.
