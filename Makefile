@@ -57,6 +57,7 @@ dist/netswap: $(SOURCES) | dist/netswapd
 
 DOCDIR    = $(DESTDIR)$(PREFIX)/share/doc/netswap
 MANDIR    = $(DESTDIR)$(PREFIX)/share/man
+COMPLETIONDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 
 ## Install what the two packages hold (server and client): executables, manual pages, systemd units, the
 ## initramfs-tools hook and script, the LTSP drop-in, the configuration files (an existing one is never overwritten;
@@ -65,8 +66,9 @@ MANDIR    = $(DESTDIR)$(PREFIX)/share/man
 install: install-server install-client
 
 install-server: dist
-	install -d $(SBINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples $(MANDIR)/man5 $(MANDIR)/man8
+	install -d $(SBINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples $(MANDIR)/man5 $(MANDIR)/man8 $(COMPLETIONDIR)
 	install -m 0755 dist/netswapd $(SBINDIR)/netswapd
+	install -m 0644 packaging/completion/netswapd $(COMPLETIONDIR)/netswapd
 	install -m 0755 scripts/netswap-make-certs $(SBINDIR)/netswap-make-certs
 	install -m 0644 packaging/systemd/netswapd.service packaging/systemd/netswapd.socket $(UNITDIR)/
 	[ -e $(SYSCONF)/netswap/netswapd.toml ] || install -m 0644 packaging/netswapd.toml $(SYSCONF)/netswap/netswapd.toml
@@ -79,8 +81,9 @@ install-server: dist
 install-client: dist
 	install -d $(BINDIR) $(UNITDIR) $(SYSCONF)/netswap $(DOCDIR)/examples $(MANDIR)/man5 $(MANDIR)/man8 \
 		$(DESTDIR)$(PREFIX)/share/initramfs-tools/hooks $(DESTDIR)$(PREFIX)/share/initramfs-tools/scripts/init-premount \
-		$(DESTDIR)$(PREFIX)/share/ltsp/client/init
+		$(DESTDIR)$(PREFIX)/share/ltsp/client/init $(COMPLETIONDIR)
 	install -m 0755 dist/netswap $(BINDIR)/netswap
+	install -m 0644 packaging/completion/netswap $(COMPLETIONDIR)/netswap
 	install -m 0644 packaging/systemd/netswap-client.service $(UNITDIR)/
 	install -m 0755 packaging/client/initramfs-hook $(DESTDIR)$(PREFIX)/share/initramfs-tools/hooks/netswap
 	install -m 0755 packaging/client/initramfs-script $(DESTDIR)$(PREFIX)/share/initramfs-tools/scripts/init-premount/netswap
@@ -106,10 +109,12 @@ certs:
 e2e: test-deps dist
 	tests/e2e/run.sh basic
 
-## The packages proven on a Debian 12 system booted under QEMU with systemd as PID 1 (docs/e2e.md; about 12 minutes,
-## not yet part of `make test`).
+## The packages proven on Debian 12 systems under QEMU (docs/e2e.md): a server booted with systemd as PID 1 installs,
+## runs and purges them; a small client boots an initramfs built by update-initramfs with the client package and
+## swaps from the initramfs on. `make test` runs it too. PART=server|client for one of them.
+PART ?= all
 e2e-install: test-deps deb
-	tests/e2e-install/run.sh
+	tests/e2e-install/run.sh $(PART)
 
 ## An AFL++ campaign on a SharpFuzz target: make fuzz FUZZ_TARGET=connection|parsers FUZZ_SECONDS=600
 FUZZ_TARGET  ?= connection

@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
-# make e2e-install: the Debian packages proven on a Debian 12 system booted under QEMU (TCG) with systemd as PID 1.
-# The root file system is made from Debian's packages with mmdebstrap (systemd, the kernel and its initramfs, and the
-# packages' dependencies, so that the guest needs no network), cached in BUILD; each run copies it, puts
-# dist/netswapd_*.deb and dist/netswap-client_*.deb and check.sh into the copy, and boots it. check.sh installs both
-# packages with apt, checks the socket, a discovery probe starting the service, its user and sandbox, `netswapd status`,
-# swap attached from it through the kernel's NBD client, then purges both and checks that nothing of ours is left.
-# Exit 0 only when the guest printed "E2E-INSTALL: PASS".
+# make e2e-install: the Debian packages proven on Debian 12 systems booted under QEMU (TCG). The root file system is made
+# from Debian's packages with mmdebstrap (systemd, the kernel and initramfs-tools, and the packages' dependencies, so
+# that no guest needs the network for packages), cached in BUILD. Two guests, one after the other:
 #
-#   tests/e2e-install/run.sh            E2E_INSTALL_BUILD=DIR (default tests/e2e-install/build), E2E_LOG_DIR=DIR
+#   server  the root booted with systemd as PID 1 (1 GiB): check.sh installs both packages with apt, checks the socket,
+#           a discovery probe starting the service, its user and sandbox, `netswapd status`, swap attached from it
+#           through the kernel's NBD client, then purges both and checks that nothing of ours is left. Its initramfs is
+#           not rebuilt there (update_initramfs=no): the client guest proves that, and under TCG it costs 5 minutes.
+#   client  the 32 MiB client of tests/e2e as a lab image would make it: the client package installed with apt into a
+#           copy of the root (natively, in a chroot), whose trigger builds the initramfs with update-initramfs and the
+#           package's hook; the guest boots that initramfs with `ip=` on
+#           its command line and client.conf as shipped, so the package's init-premount script attaches swap by
+#           discovery from netswapd on the host (in a network namespace of its own) before the root file system;
+#           then the workload of tests/e2e runs (it locks all but 32 MiB of the memory available, then fills twice
+#           that, every page verified) and swap is detached. The guest has 256 MiB, not tests/e2e's 128: nbd-client's
+#           own initramfs hook adds every network driver (`auto_add_modules net`), and its 24 MB initramfs, 73 MiB
+#           unpacked, does not fit 128 MiB while the kernel unpacks it (it panicked "deadlocked on memory").
+#
+#   tests/e2e-install/run.sh [all|server|client]    E2E_INSTALL_BUILD=DIR (default tests/e2e-install/build),
+#                                                   E2E_LOG_DIR=DIR (keep the consoles and logs)
+# Exit 0 only when every part asked for passed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
+part=${1:-all}
+case $part in all|server|client) ;; *) echo "e2e-install: unknown part '$part' (all, server or client)" >&2; exit 2 ;; esac
 build=${E2E_INSTALL_BUILD:-$here/build}
-for tool in mmdebstrap qemu-system-x86_64 mkfs.ext4 dpkg-parsechangelog; do
+for tool in mmdebstrap qemu-system-x86_64 mkfs.ext4 dpkg-parsechangelog gcc ip; do
   command -v "$tool" >/dev/null || { echo "e2e-install: $tool missing (make test-deps installs it)" >&2; exit 1; }
 done
 version=$(dpkg-parsechangelog -l "$top/debian/changelog" -S Version)
@@ -22,6 +36,9 @@ client="$top/dist/netswap-client_${version}_${arch}.deb"
 for deb in "$server" "$client"; do
   [ -s "$deb" ] || { echo "e2e-install: $deb missing (make deb)" >&2; exit 1; }
 done
+# shellcheck source=../e2e/lan.sh
+. "$top/tests/e2e/lan.sh"
+[ -x "$top/dist/netswapd" ] || { echo "e2e-install: $top/dist/netswapd missing (make dist)" >&2; exit 1; }
 
 # The cached root: rebuilt when the package list or the recipe (RECIPE, bumped by hand with the hooks) changes.
 packages="systemd-sysv,udev,dbus,linux-image-amd64,initramfs-tools,kmod,procps,iproute2,adduser,libssl3,nbd-client"
@@ -42,21 +59,30 @@ if [ ! -s "$build/rootfs.tar" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ];
 fi
 
 work=$(mktemp -d /tmp/netswap-e2e-install.XXXXXX)
+server_pid=""
+ns=""
 cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  for mount in "$work/client/proc" "$work/swap"; do umount -l "$mount" 2>/dev/null || true; done
   if [ -n "${E2E_LOG_DIR:-}" ]; then
     mkdir -p "$E2E_LOG_DIR"
-    cp "$work"/console.log "$E2E_LOG_DIR/console.log" 2>/dev/null || true
-    cp "$work"/checks.log "$E2E_LOG_DIR/checks.log" 2>/dev/null || true
+    cp "$work"/*.log "$work"/*.list "$E2E_LOG_DIR/" 2>/dev/null || true
   fi
   rm -rf "$work"
+  [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
-mkdir "$work/root"
-tar -xf "$build/rootfs.tar" -C "$work/root"
-cp "$server" "$work/root/root/netswapd.deb"
-cp "$client" "$work/root/root/netswap-client.deb"
-install -m 0755 "$here/check.sh" "$work/root/root/check.sh"
-cat > "$work/root/etc/systemd/system/e2e-install-check.service" <<'UNIT'
+failed=0
+
+run_server() {
+  local root="$work/server"
+  mkdir "$root"
+  tar -xf "$build/rootfs.tar" -C "$root"
+  cp "$server" "$root/root/netswapd.deb"
+  cp "$client" "$root/root/netswap-client.deb"
+  install -m 0755 "$here/check.sh" "$root/root/check.sh"
+  cat > "$root/etc/systemd/system/e2e-install-check.service" <<'UNIT'
 [Unit]
 Description=NetSwap e2e-install checks
 After=multi-user.target
@@ -67,32 +93,111 @@ StandardOutput=journal+console
 [Install]
 WantedBy=multi-user.target
 UNIT
-ln -s /etc/systemd/system/e2e-install-check.service "$work/root/etc/systemd/system/multi-user.target.wants/e2e-install-check.service"
-# The client package's trigger rebuilds the initramfs: with the modules this machine needs rather than "most" of them,
-# as a lab image would be set up, which under software emulation is minutes shorter.
-echo "MODULES=dep" > "$work/root/etc/initramfs-tools/conf.d/netswap-e2e"
-# No login prompt on the console: nobody logs in, and getty's hangup of the line would cut off whoever writes to it.
-ln -s /dev/null "$work/root/etc/systemd/system/serial-getty@ttyS0.service"
-kernel=$(ls "$work"/root/boot/vmlinuz-* | head -n 1)
-initrd=$(ls "$work"/root/boot/initrd.img-* | head -n 1)
-cp "$kernel" "$work/vmlinuz"
-cp "$initrd" "$work/initrd"
-mkfs.ext4 -q -F -L root -d "$work/root" "$work/root.img" 3G
-rm -rf "$work/root"
+  ln -s /etc/systemd/system/e2e-install-check.service "$root/etc/systemd/system/multi-user.target.wants/e2e-install-check.service"
+  # The client package's trigger would rebuild this guest's initramfs: the client part proves that, natively.
+  sed -i 's/^update_initramfs=.*/update_initramfs=no/' "$root/etc/initramfs-tools/update-initramfs.conf"
+  # No login prompt on the console: nobody logs in, and getty's hangup of the line would cut off whoever writes to it.
+  ln -s /dev/null "$root/etc/systemd/system/serial-getty@ttyS0.service"
+  cp "$(ls "$root"/boot/vmlinuz-* | head -n 1)" "$work/server-vmlinuz"
+  cp "$(ls "$root"/boot/initrd.img-* | head -n 1)" "$work/server-initrd"
+  mkfs.ext4 -q -F -L root -d "$root" "$work/server.img" 3G
+  rm -rf "$root"
 
-started=$(date +%s)
-timeout "${E2E_TIMEOUT:-900}" qemu-system-x86_64 -machine accel=tcg -m 1024 -smp 2 -nodefaults -no-user-config -display none \
-  -serial "file:$work/console.log" -serial "file:$work/checks.log" -no-reboot \
-  -kernel "$work/vmlinuz" -initrd "$work/initrd" \
-  -drive "file=$work/root.img,if=virtio,format=raw" \
-  -append "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=false" || true
-elapsed=$(( $(date +%s) - started ))
-tr -d '\r' < "$work/checks.log" | grep "E2E-INSTALL:" || true
-if grep -q "E2E-INSTALL: PASS" "$work/checks.log"; then
-  echo "e2e-install: PASS (guest booted, installed, checked, purged and powered off in $elapsed s)"
-  exit 0
-fi
-echo "e2e-install: FAIL after $elapsed s; the checks' last lines, then the console's:"
-tail -n 80 "$work/checks.log"
-tail -n 40 "$work/console.log"
-exit 1
+  local started elapsed
+  started=$(date +%s)
+  timeout "${E2E_TIMEOUT:-900}" qemu-system-x86_64 -machine accel=tcg -m 1024 -smp 2 -nodefaults -no-user-config -display none \
+    -serial "file:$work/server-console.log" -serial "file:$work/server-checks.log" -no-reboot \
+    -kernel "$work/server-vmlinuz" -initrd "$work/server-initrd" \
+    -drive "file=$work/server.img,if=virtio,format=raw" \
+    -append "root=/dev/vda rw console=ttyS0 panic=-1 systemd.show_status=false" || true
+  elapsed=$(( $(date +%s) - started ))
+  rm -f "$work/server.img"
+  tr -d '\r' < "$work/server-checks.log" | grep "E2E-INSTALL:" || true
+  if grep -q "E2E-INSTALL: PASS" "$work/server-checks.log"; then
+    echo "e2e-install server: PASS (booted, installed, checked, purged and powered off in $elapsed s)"
+    return 0
+  fi
+  echo "e2e-install server: FAIL after $elapsed s; the checks' last lines, then the console's:"
+  tail -n 80 "$work/server-checks.log"
+  tail -n 40 "$work/server-console.log"
+  return 1
+}
+
+run_client() {
+  local root="$work/client" started elapsed
+  mkdir "$root"
+  tar -xf "$build/rootfs.tar" -C "$root"
+  # A lab image for machines this small carries the modules it needs, not "most" of them (a 39 MB initramfs that a
+  # 128 MiB machine cannot unpack): the network card, the root disk and its file system. The hook adds nbd.
+  echo "MODULES=list" > "$root/etc/initramfs-tools/conf.d/netswap-e2e"
+  printf '%s\n' e1000 virtio_pci virtio_blk ext4 >> "$root/etc/initramfs-tools/modules"
+  cp "$client" "$root/root/netswap-client.deb"
+  mount -t proc proc "$root/proc"
+  started=$(date +%s)
+  # The image is made as an administrator would: apt installs the package, whose trigger runs update-initramfs.
+  if ! chroot "$root" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+      apt-get -o Dpkg::Use-Pty=0 install -y --no-install-recommends /root/netswap-client.deb > "$work/client-apt.log" 2>&1; then
+    cat "$work/client-apt.log"; echo "e2e-install client: FAIL: apt could not install the client package in the image"
+    umount "$root/proc"; return 1
+  fi
+  grep "update-initramfs" "$work/client-apt.log" || true
+  chroot "$root" lsinitramfs "$(cd "$root" && ls boot/initrd.img-* | head -n 1 | sed 's|^|/|')" > "$work/client-initramfs.list"
+  umount "$root/proc"
+  for file in usr/bin/netswap usr/sbin/nbd-client scripts/init-premount/netswap etc/netswap/client.conf; do
+    grep -q "/$file\$\|^$file\$" "$work/client-initramfs.list" \
+      || { echo "e2e-install client: FAIL: the initramfs update-initramfs built has no $file"; return 1; }
+  done
+  grep -q "/nbd.ko" "$work/client-initramfs.list" || { echo "e2e-install client: FAIL: the initramfs has no nbd module"; return 1; }
+  echo "e2e-install client: image made and its initramfs built by update-initramfs in $(( $(date +%s) - started )) s" \
+    "($(du -h "$(ls "$root"/boot/initrd.img-* | head -n 1)" | cut -f1))"
+  gcc -static -O2 -o "$root/root/memtest" "$top/tests/e2e/memtest.c"
+  install -m 0755 "$here/client-init.sh" "$root/root/client-init"
+  cp "$(ls "$root"/boot/vmlinuz-* | head -n 1)" "$work/client-vmlinuz"
+  cp "$(ls "$root"/boot/initrd.img-* | head -n 1)" "$work/client-initrd"
+  mkfs.ext4 -q -F -L root -d "$root" "$work/client.img" 3G
+  rm -rf "$root"
+
+  # The lab: a network namespace with a bridge (the server's side, 10.254.0.1) and the guest's tap on it, as in tests/e2e.
+  ns="netswap-e2e-install-$$"
+  e2e_lan_up "$ns"
+  mkdir -p "$work/swap"
+  mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
+  ip netns exec "$ns" "$top/dist/netswapd" --listen 10.254.0.1:9572 --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
+    --control-socket "$work/control.sock" --discovery on -v > "$work/client-netswapd.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/client-netswapd.log" && break; sleep 0.05; done
+  grep -q "netswapd ready" "$work/client-netswapd.log" || { cat "$work/client-netswapd.log"; echo "e2e-install client: FAIL: netswapd did not start"; return 1; }
+
+  started=$(date +%s)
+  # net.ifnames=0: the kernel's eth0, which ip= names. No netswap= on the command line: client.conf as shipped
+  # (SWAP=auto below 1G of memory) asks for swap on a machine that boots from the network (ip=).
+  timeout "${E2E_TIMEOUT:-600}" ip netns exec "$ns" qemu-system-x86_64 -machine accel=tcg -m 256 -smp 1 -nodefaults -no-user-config \
+    -display none -serial "file:$work/client-console.log" -no-reboot \
+    -kernel "$work/client-vmlinuz" -initrd "$work/client-initrd" \
+    -drive "file=$work/client.img,if=virtio,format=raw" \
+    -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device e1000,netdev=n0 \
+    -append "root=/dev/vda ro console=ttyS0 panic=-1 loglevel=4 net.ifnames=0 ip=10.254.0.15::10.254.0.1:255.255.255.0:netswap-client:eth0:off init=/root/client-init" || true
+  elapsed=$(( $(date +%s) - started ))
+  rm -f "$work/client.img"
+  sleep 1
+  local areas used
+  areas=$("$top/dist/netswapd" status --json --control-socket "$work/control.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["swap"]["areas"]))')
+  used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
+  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
+  tr -d '\r' < "$work/client-console.log" | grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap" || true
+  if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/client-console.log" && grep -q "MEMTEST PASS" "$work/client-console.log" \
+     && grep -q "NETSWAP-E2E: swap on before init" "$work/client-console.log" \
+     && grep -q "created" "$work/client-netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then
+    echo "e2e-install client: PASS in $elapsed s (boot, attach from the initramfs by discovery, workload, detach); server areas after power-off: $areas, bytes: $used"
+    return 0
+  fi
+  echo "e2e-install client: FAIL after $elapsed s; server areas after power-off: $areas, bytes: $used"
+  echo "---- guest console ----"; tail -n 120 "$work/client-console.log"
+  echo "---- netswapd log ----"; tail -n 40 "$work/client-netswapd.log"
+  return 1
+}
+
+if [ "$part" = all ] || [ "$part" = server ]; then run_server || failed=1; fi
+if [ "$part" = all ] || [ "$part" = client ]; then run_client || failed=1; fi
+[ "$failed" = 0 ] && echo "e2e-install: PASS ($part)" || echo "e2e-install: FAIL ($part)"
+exit "$failed"

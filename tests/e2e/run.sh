@@ -31,6 +31,8 @@ case $scenario in
 esac
 
 "$here/build-guest.sh" "$build"
+# shellcheck source=lan.sh
+. "$here/lan.sh"
 
 work=$(mktemp -d /tmp/netswap-e2e.XXXXXX)
 server_pid=""
@@ -60,14 +62,7 @@ case $scenario in
   discover|cut|reconnect)
     # A LAN of its own: a network namespace with a bridge (the server's side, 10.254.0.1) and the guest's tap on it.
     ns="netswap-e2e-$$"
-    ip netns add "$ns"
-    ip -n "$ns" link set lo up
-    ip -n "$ns" link add br0 type bridge
-    ip -n "$ns" addr add 10.254.0.1/24 brd + dev br0
-    ip -n "$ns" link set br0 up
-    ip -n "$ns" tuntap add tap0 mode tap
-    ip -n "$ns" link set tap0 master br0
-    ip -n "$ns" link set tap0 up
+    e2e_lan_up "$ns"
     wrap=(ip netns exec "$ns")
     port=9572
     listen="10.254.0.1:9572"
