@@ -33,9 +33,15 @@ namespace NetSwap.Daemon
 
         public static async Task<int> RunAsync(string[] args)
         {
-            if (args is ["status", ..])
+            // `status`, --help, --version and shell completion ([suggest]) are System.CommandLine's to run; what is
+            // left is the daemon itself.
+            var (root, _) = CommandLine.Build();
+            var parse = root.Parse(args);
+            // (The shell's [suggest] directive passes the line being completed, unknown words and all.)
+            var completion = root.Directives.OfType<System.CommandLine.Completions.SuggestDirective>().Any(d => d.Action is not null && d.Action == parse.Action);
+            if ((parse.Errors.Count == 0 && parse.UnmatchedTokens.Count == 0 && parse.Action != root.Action) || completion)
             {
-                return await StatusCommand.RunAsync(args[1..]);
+                return await parse.InvokeAsync(new System.CommandLine.InvocationConfiguration { EnableDefaultExceptionHandler = false });
             }
             DaemonSettings settings;
             try
@@ -51,16 +57,6 @@ namespace NetSwap.Daemon
             {
                 await Console.Error.WriteLineAsync($"netswapd: configuration error: {e.Message}");
                 return ExitFailure;
-            }
-            if (settings.ShowHelp)
-            {
-                await Console.Out.WriteAsync(CommandLine.Help());
-                return ExitOk;
-            }
-            if (settings.ShowVersion)
-            {
-                await Console.Out.WriteLineAsync($"netswapd {Version}");
-                return ExitOk;
             }
 
             var level = settings.Verbosity switch
@@ -384,11 +380,6 @@ namespace NetSwap.Daemon
             var parsed = CommandLine.Parse(args);
             var settings = new DaemonSettings();
             var configPath = parsed.LastOrDefault(p => p.Spec.Name == "config").Value;
-            if (parsed.Any(p => p.Spec.Name is "help" or "version"))
-            {
-                CommandLine.Apply(settings, parsed);
-                return settings;
-            }
             if (configPath is null && File.Exists(DaemonSettings.DefaultConfigPath))
             {
                 configPath = DaemonSettings.DefaultConfigPath;

@@ -1,4 +1,4 @@
-using System.Globalization;
+using System.CommandLine;
 using System.Net.Sockets;
 using System.Text;
 using NetSwap.Protocol.Control;
@@ -29,41 +29,22 @@ internal static class StatusCommand
             : Path.Combine(runtime, "netswap", "netswapd.sock");
     }
 
-    public const string Help = """
-        Usage: netswapd status [--json] [--control-socket PATH]
-
-        Ask the netswapd running on this host, through its control socket, for its clients and swap areas.
-          --json                   The answer as JSON (clients, swap areas, sizes, bytes moved).
-          --control-socket PATH    The daemon's control socket. Default: /run/netswap/netswapd.sock as root (the
-                                   packaged service's RuntimeDirectory), else a per-user path.
-
-        """;
-
-    public static async Task<int> RunAsync(string[] args)
+    /// <summary>The `status` subcommand; its action asks the daemon (tests may pass another).</summary>
+    public static Command Create(Func<ParseResult, CancellationToken, Task<int>>? action = null)
     {
-        var json = false;
-        var path = DefaultSocketPath();
-        for (var i = 0; i < args.Length; i++)
+        var json = new Option<bool>("--json") { Description = "The answer as JSON (clients, swap areas, sizes, bytes moved)." };
+        var socket = new Option<string>("--control-socket")
         {
-            switch (args[i])
-            {
-                case "--help" or "-h":
-                    await Console.Out.WriteAsync(Help);
-                    return 0;
-                case "--json":
-                    json = true;
-                    break;
-                case "--control-socket" when i + 1 < args.Length:
-                    path = args[++i];
-                    break;
-                case var a when a.StartsWith("--control-socket=", StringComparison.Ordinal):
-                    path = a["--control-socket=".Length..];
-                    break;
-                default:
-                    await Console.Error.WriteLineAsync($"netswapd status: unexpected argument '{args[i]}' (usage: netswapd status [--json] [--control-socket PATH])");
-                    return 2;
-            }
-        }
+            Description = "The daemon's control socket. Default: /run/netswap/netswapd.sock as root (the packaged service's RuntimeDirectory), else a per-user path.",
+            HelpName = "PATH",
+        };
+        var command = new Command("status", "Ask the netswapd running on this host, through its control socket, for its clients and swap areas.") { json, socket };
+        command.SetAction(action ?? ((parse, _) => RunAsync(parse.GetValue(json), parse.GetValue(socket) ?? DefaultSocketPath())));
+        return command;
+    }
+
+    public static async Task<int> RunAsync(bool json, string path)
+    {
         string reply;
         try
         {

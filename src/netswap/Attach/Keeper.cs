@@ -10,23 +10,16 @@ namespace NetSwap.Client.Attach;
 /// itself in memory (it must run while swap is unreachable), says it is ready, and from then on logs to the kernel
 /// log (/dev/kmsg: the console, dmesg, the journal) with its standard streams on /dev/null.
 /// </summary>
-internal static class KeepCommand
+internal static class Keeper
 {
-    public static async Task<int> RunAsync(string[] args)
+    public static async Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile)
     {
-        var options = new ArgumentReader(args);
-        var device = options.Value("--device") ?? throw new UsageException("keep needs --device /dev/nbdN");
-        var serverText = options.Value("--server") ?? throw new UsageException("keep needs --server ADDRESS:PORT");
-        var export = options.Value("--export") ?? throw new UsageException("keep needs --export NAME");
-        var reconnectFor = options.Duration("--reconnect-for", AttachRequest.DefaultReconnectFor);
-        var readyFile = options.Value("--ready-file");
-        options.EnsureConsumed();
         var name = Path.GetFileName(device);
         if (!name.StartsWith("nbd", StringComparison.Ordinal) || !uint.TryParse(name[3..], NumberStyles.None, CultureInfo.InvariantCulture, out var index))
         {
             throw new UsageException($"--device: '{device}' is not /dev/nbdN");
         }
-        var server = ClientProgram.ParseServer(serverText);
+        var server = Commands.ServerAddress.Parse(serverText);
 
         // Its own session: a hang-up of whatever started it must not end it.
         Libc.SetSid();

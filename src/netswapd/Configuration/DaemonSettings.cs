@@ -22,8 +22,6 @@ internal sealed class DaemonSettings
     public NbdServerOptions Server { get; } = new();
     public int Verbosity { get; set; }
     public string? ConfigPath { get; set; }
-    public bool ShowHelp { get; set; }
-    public bool ShowVersion { get; set; }
     public bool CheckConfig { get; set; }
     public SwapOptions Swap { get; } = new();
     public bool SwapDirectoryFromSettings { get; set; }
@@ -203,8 +201,6 @@ internal static class SettingTable
         new("verbose", null, "More log detail: -v for debug, -vv for trace. In the config file: verbose = 0, 1 or 2.",
             static (s, v, source) => s.Verbosity = source == SettingSource.CommandLine ? s.Verbosity + 1 : ValueParsers.Integer(v, 0, 2), Short: 'v'),
         new("quiet", null, "Log warnings and errors only.", static (s, _, _) => s.Verbosity = -1, Short: 'q'),
-        new("help", null, "Show this help and exit.", static (s, _, _) => s.ShowHelp = true, Short: 'h', InConfigFile: false),
-        new("version", null, "Show the version and exit.", static (s, _, _) => s.ShowVersion = true, InConfigFile: false),
     ];
 
     public static SettingSpec? Find(string name) => All.FirstOrDefault(s => s.Name == name);

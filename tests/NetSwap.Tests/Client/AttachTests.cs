@@ -315,20 +315,20 @@ public sealed class AttachTests : IDisposable
         Assert.Contains("NBD_SWAP must be True or False", Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["NBD_SWAP=maybe"])).Message);
         Assert.Contains("NBD_SWAP_PORT", Assert.Throws<FormatException>(() => ClientConfig.Parse("c", ["NBD_SWAP_PORT=70000"])).Message);
         // The port goes with a server given without one; one written in SERVER wins.
-        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9210), ClientProgram.ParseServer(ltsp.Server!, ltsp.Port!.Value));
-        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572), ClientProgram.ParseServer("10.0.5.1:9572", 9210));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9210), NetSwap.Client.Commands.ServerAddress.Parse(ltsp.Server!, ltsp.Port!.Value));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572), NetSwap.Client.Commands.ServerAddress.Parse("10.0.5.1:9572", 9210));
     }
 
     [Fact]
     public void Server_MayBeAHostName_ResolvedWhereAResolverExists()
     {
-        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9572), ClientProgram.ParseServer("localhost"));
-        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9000), ClientProgram.ParseServer("localhost:9000"));
-        Assert.Equal(new IPEndPoint(IPAddress.Parse("::1"), 9001), ClientProgram.ParseServer("[::1]:9001"));
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9572), NetSwap.Client.Commands.ServerAddress.Parse("localhost"));
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 9000), NetSwap.Client.Commands.ServerAddress.Parse("localhost:9000"));
+        Assert.Equal(new IPEndPoint(IPAddress.Parse("::1"), 9001), NetSwap.Client.Commands.ServerAddress.Parse("[::1]:9001"));
         // A name that does not resolve fails the command with the name in the message; a malformed one is a usage error.
-        Assert.Contains("cannot resolve 'no-such-host.invalid'", Assert.Throws<AttachException>(() => ClientProgram.ParseServer("no-such-host.invalid")).Message);
-        Assert.Throws<UsageException>(() => ClientProgram.ParseServer("bad host!"));
-        Assert.Throws<UsageException>(() => ClientProgram.ParseServer("localhost:99999"));
+        Assert.Contains("cannot resolve 'no-such-host.invalid'", Assert.Throws<AttachException>(() => NetSwap.Client.Commands.ServerAddress.Parse("no-such-host.invalid")).Message);
+        Assert.Throws<UsageException>(() => NetSwap.Client.Commands.ServerAddress.Parse("bad host!"));
+        Assert.Throws<UsageException>(() => NetSwap.Client.Commands.ServerAddress.Parse("localhost:99999"));
     }
 
     [Fact]
@@ -344,22 +344,74 @@ public sealed class AttachTests : IDisposable
     public void Dispose() => Directory.Delete(_root, recursive: true);
 }
 
-public class ArgumentReaderTests
+public class ClientCommandLineTests
 {
     [Fact]
     public void Options_AreReadOnce_InEitherForm_AndUnknownOnesAreErrors()
     {
-        var reader = new NetSwap.Client.ArgumentReader(["10.0.0.1", "--size", "128M", "--token=pc7", "--encrypt", "--timeout", "500ms", "--reconnect-for", "2m"]);
+        var reader = new NetSwap.Client.Commands.ArgumentReader(["10.0.0.1", "--size", "128M", "--token=pc7", "--encrypt", "--timeout", "500ms", "--reconnect-for", "2m", "--mode", "netlink"]);
         Assert.Equal(128L << 20, reader.OptionalSize("--size"));
         Assert.Null(reader.OptionalSize("--size"));
         Assert.Equal("pc7", reader.Value("--token"));
         Assert.True(reader.Flag("--encrypt"));
         Assert.Equal(TimeSpan.FromMilliseconds(500), reader.Duration("--timeout", TimeSpan.Zero));
         Assert.Equal(TimeSpan.FromMinutes(2), reader.Duration("--reconnect-for", TimeSpan.Zero));
+        Assert.Equal("netlink", reader.OneOf("--mode", "reconnect", "netlink", "persist"));
+        Assert.Equal("reconnect", reader.OneOf("--mode", "reconnect", "netlink", "persist"));
         reader.EnsureConsumed(maxPositional: 1);
         Assert.Equal(["10.0.0.1"], reader.Positional);
-        Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.ArgumentReader(["--bogus"]).EnsureConsumed());
-        Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.ArgumentReader(["--size", "0"]).OptionalSize("--size"));
+        Assert.Equal("unknown option '--bogus'", Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.Commands.ArgumentReader(["--bogus"]).EnsureConsumed()).Message);
+        Assert.Equal("unexpected argument 'b'", Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.Commands.ArgumentReader(["a", "b"]).EnsureConsumed(1)).Message);
+        Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.Commands.ArgumentReader(["--size", "0"]).OptionalSize("--size"));
+        Assert.Equal("option '--mode': 'x' is not reconnect, netlink or persist",
+            Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.Commands.ArgumentReader(["--mode", "x"]).OneOf("--mode", "reconnect", "netlink", "persist")).Message);
         Assert.Equal("swap/t", new NetSwap.Protocol.Swap.SwapExportName("t", 0).ToString());
+    }
+
+    /// <summary>Each command's table (help, man page test, completion) and its reader agree: every option the table
+    /// names is accepted, with a value where it says one, and --help names every one.</summary>
+    [Fact]
+    public void EveryCommandsTable_MatchesWhatItAccepts()
+    {
+        foreach (var command in NetSwap.Client.Commands.ClientCommandLine.Commands)
+        {
+            var help = command.Help();
+            foreach (var option in command.Options)
+            {
+                Assert.Contains(option.Name + (option.ValueName is null ? "" : " " + option.ValueName), help);
+                if (command.Name is "version" or "help")
+                {
+                    continue;
+                }
+                // An option the reader does not take is "unknown option"; any other outcome (another usage error, such
+                // as a required option missing, or the work returned, not begun) shows it took it.
+                var value = option.Values?[0] ?? option.ValueName switch
+                {
+                    null => null,
+                    "SIZE" => "64M",
+                    "DURATION" => "1ms",
+                    "N" or "PORT" => "1",
+                    _ => "/nonexistent/x",
+                };
+                string[] args = value is null ? [option.Name] : [option.Name, value];
+                var message = Record.Exception(() => command.Read(new NetSwap.Client.Commands.ArgumentReader(args)))?.Message ?? "";
+                Assert.DoesNotContain("unknown option", message);
+                Assert.DoesNotContain("needs a value", message);
+            }
+        }
+    }
+
+    [Fact]
+    public void Completion_OffersCommandsOptionsAndValues()
+    {
+        static string[] Complete(params string[] words) => [.. NetSwap.Client.Commands.ClientCommandLine.Complete(words)];
+        Assert.Contains("attach", Complete());
+        Assert.Contains("server-status", Complete());
+        Assert.Contains("--mode", Complete("attach"));
+        Assert.Contains("--help", Complete("detach", "--all"));
+        Assert.Equal(["reconnect", "netlink", "persist"], Complete("attach", "--mode"));
+        Assert.Empty(Complete("attach", "--size"));        // a value of the user's: nothing to offer
+        Assert.Contains("exports", Complete("help"));
+        Assert.Empty(Complete("bogus"));
     }
 }

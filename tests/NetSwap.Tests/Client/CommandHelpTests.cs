@@ -26,8 +26,8 @@ public class CommandHelpTests
             Assert.True(result.ExitCode == 0, result.All);
             Assert.StartsWith($"Usage: netswap {command}", result.Stdout);
             Assert.Contains(mentions, result.Stdout);
-            // Its own entry only: not another command's.
-            Assert.DoesNotContain(command == "detach" ? "discover [" : "detach [", result.Stdout);
+            // Its own help only: not the list of every command.
+            Assert.DoesNotContain("Commands:", result.Stdout);
             Assert.Empty(result.Stderr);
         }
     }
@@ -37,7 +37,7 @@ public class CommandHelpTests
     {
         var unknown = await ExternalTool.RunAsync("dotnet", [Client, "bogus", "--help"]);
         Assert.Equal(2, unknown.ExitCode);
-        Assert.Equal("netswap: unknown command 'bogus' (see netswap help)", unknown.Stderr.Trim());
+        Assert.Equal("netswap: unknown command 'bogus' (see netswap --help)", unknown.Stderr.Trim());
         var option = await ExternalTool.RunAsync("dotnet", [Client, "discover", "--bogus"]);
         Assert.Equal(2, option.ExitCode);
         Assert.Single(option.Stderr.Trim().Split('\n'));
@@ -48,8 +48,9 @@ public class CommandHelpTests
     {
         var status = await ExternalTool.RunAsync("dotnet", [DaemonProcess.DaemonDll, "status", "--help"]);
         Assert.True(status.ExitCode == 0, status.All);
-        Assert.StartsWith("Usage: netswapd status [--json] [--control-socket PATH]", status.Stdout);
+        Assert.Contains("Usage:\n  netswapd status [options]", status.Stdout);
+        Assert.Contains("--control-socket <PATH>", status.Stdout);
         var help = await ExternalTool.RunAsync("dotnet", [DaemonProcess.DaemonDll, "--help"]);
-        Assert.Contains("netswapd status [--json] [--control-socket PATH]", help.Stdout);
+        Assert.Matches(@"Commands:\n  status +Ask the netswapd running on this host", help.Stdout);
     }
 }

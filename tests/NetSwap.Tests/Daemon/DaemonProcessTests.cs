@@ -46,7 +46,7 @@ public class DaemonProcessTests
     {
         var (code, stdout, _) = await DaemonProcess.RunToEndAsync("--help");
         Assert.Equal(0, code);
-        Assert.Contains("--listen ADDR:PORT", stdout);
+        Assert.Contains("--listen <ADDR:PORT>", stdout);
         (code, stdout, _) = await DaemonProcess.RunToEndAsync("--version");
         Assert.Equal(0, code);
         Assert.StartsWith("netswapd ", stdout);

@@ -54,7 +54,7 @@ public class DebianPackageTests(DebianPackageTests.Packages packages) : IClassFi
             "./usr/sbin/netswapd", "./usr/sbin/netswap-make-certs", "./lib/systemd/system/netswapd.service", "./lib/systemd/system/netswapd.socket",
             "./etc/netswap/netswapd.toml", "./usr/share/man/man8/netswapd.8.gz", "./usr/share/man/man5/netswapd.toml.5.gz", "./usr/share/man/man8/netswap-make-certs.8.gz",
             "./usr/share/doc/netswapd/examples/inetd.conf", "./usr/share/doc/netswapd/examples/xinetd.netswapd", "./usr/share/doc/netswapd/examples/services",
-            "./usr/share/doc/netswapd/copyright",
+            "./usr/share/doc/netswapd/copyright", "./usr/share/bash-completion/completions/netswapd",
         })
         {
             Assert.Contains(path + "\n", server + "\n");
@@ -68,7 +68,7 @@ public class DebianPackageTests(DebianPackageTests.Packages packages) : IClassFi
             "./usr/bin/netswap", "./lib/systemd/system/netswap-client.service", "./etc/netswap/client.conf",
             "./usr/share/initramfs-tools/hooks/netswap", "./usr/share/initramfs-tools/scripts/init-premount/netswap",
             "./usr/share/ltsp/client/init/56-netswap.sh", "./usr/share/man/man8/netswap.8.gz", "./usr/share/man/man5/netswap-client.conf.5.gz",
-            "./usr/share/doc/netswap-client/examples/avahi-netswap.service",
+            "./usr/share/doc/netswap-client/examples/avahi-netswap.service", "./usr/share/bash-completion/completions/netswap",
         })
         {
             Assert.Contains(path + "\n", client + "\n");
