@@ -77,9 +77,10 @@ def option(sock, opt, data=b""):
     sock.sendall(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
 
 
-def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1", tls=False, stop_in_tls=False):
+def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1", tls=False, stop_in_tls=None):
     """Fixed newstyle handshake (with NBD_OPT_STARTTLS and a client certificate when tls) and NBD_OPT_GO; returns
-    (socket, export size, transmission flags). stop_in_tls: RST at a random point of the TLS handshake instead."""
+    (socket, export size, transmission flags). stop_in_tls: a random.Random (the run's seeded one) that picks a point of
+    the TLS handshake to RST at instead."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     if receive_buffer:
         # Before connect, so the window is small from the start (set later on loopback, segments are dropped instead).
@@ -95,7 +96,7 @@ def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1", tl
         recv_exact(sock, length)
         if reply != 1:
             raise RuntimeError(f"STARTTLS refused: {reply:#x}")
-        if stop_in_tls:
+        if stop_in_tls is not None:
             # Half a ClientHello, or nothing at all, then gone: the server must not wait on it past the handshake timeout.
             hello = ssl.MemoryBIO(), ssl.MemoryBIO()
             engine = tls_context.wrap_bio(*hello, server_hostname=host)
@@ -104,7 +105,7 @@ def connect(port, name, timeout=STALL, receive_buffer=None, host="127.0.0.1", tl
             except ssl.SSLWantReadError:
                 pass
             record = hello[1].read()
-            sock.sendall(record[:random.randrange(len(record))])
+            sock.sendall(record[:stop_in_tls.randrange(len(record))])
             rst_close(sock)
             return None, None, None
         sock = tls_context.wrap_socket(sock, server_hostname=host)
@@ -269,7 +270,7 @@ def wait_cut(sock, within):
 def misbehaving_client(port, rng, token):
     tls = use_tls(rng)
     if tls and rng.random() < 0.25:
-        connect(port, f"swap/{token}:8M", tls=True, stop_in_tls=True)
+        connect(port, f"swap/{token}:8M", tls=True, stop_in_tls=rng)
         count("misbehaving-tls/rst-in-tls-handshake")
         return
     sock, _, _ = connect(port, f"swap/{token}:8M", receive_buffer=4096, tls=tls)
