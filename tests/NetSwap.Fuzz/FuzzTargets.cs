@@ -33,7 +33,7 @@ public static class FuzzTargets
                 foreach (var structured in new[] { false, true })
                 {
                     RequestValidator.Validate(request, NbdTransmissionFlags.HasFlags | NbdTransmissionFlags.SendFua | NbdTransmissionFlags.SendTrim, 1 << 20, structured);
-                    RequestValidator.Validate(request, NbdTransmissionFlags.HasFlags | NbdTransmissionFlags.ReadOnly, ulong.MaxValue, structured);
+                    RequestValidator.Validate(request, NbdTransmissionFlags.HasFlags | NbdTransmissionFlags.ReadOnly, ulong.MaxValue, structured, blockStatus: structured);
                 }
             }
         }

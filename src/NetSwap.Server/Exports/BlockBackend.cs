@@ -40,6 +40,14 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>For structured reads: where data starts at or after offset (limit if none before it). False: unknown, treat as data.</summary>
     public abstract bool TryFindData(long offset, long limit, out long dataStart);
 
+    /// <summary>
+    /// base:allocation of [<paramref name="offset"/>, +<paramref name="length"/>): consecutive extents from offset on,
+    /// at most <paramref name="maxExtents"/> of them (then they may stop short of the end). The default knows nothing
+    /// of holes: all of it is data.
+    /// </summary>
+    public virtual void DescribeAllocation(long offset, long length, int maxExtents, List<NetSwap.Protocol.Nbd.NbdBlockDescriptor> extents) =>
+        extents.Add(new((uint)length, NetSwap.Protocol.Nbd.NbdAllocationFlags.None));
+
     /// <summary>The connection is done with the backend; <paramref name="cleanDisconnect"/>: it ended with NBD_CMD_DISC.</summary>
     public virtual void Release(bool cleanDisconnect) => Dispose();
 

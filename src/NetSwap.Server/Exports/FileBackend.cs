@@ -1,4 +1,5 @@
 using Microsoft.Win32.SafeHandles;
+using NetSwap.Protocol.Nbd;
 
 namespace NetSwap.Server.Exports;
 
@@ -141,6 +142,31 @@ internal class FileBackend : BlockBackend
 
     public override bool TryFindData(long offset, long limit, out long dataStart) =>
         LinuxFile.TryFindData(_handle, offset, limit, out dataStart);
+
+    /// <summary>Holes and data as the file system keeps them (SEEK_DATA, SEEK_HOLE); a hole reads as zeroes.</summary>
+    public override void DescribeAllocation(long offset, long length, int maxExtents, List<NbdBlockDescriptor> extents)
+    {
+        var end = offset + length;
+        var position = offset;
+        while (position < end && extents.Count < maxExtents)
+        {
+            if (!LinuxFile.TryFindData(_handle, position, end, out var dataStart))
+            {
+                // The file system cannot tell: the rest is data, as far as anyone knows.
+                extents.Add(new((uint)(end - position), NbdAllocationFlags.None));
+                return;
+            }
+            if (dataStart > position)
+            {
+                extents.Add(new((uint)(dataStart - position), NbdAllocationFlags.Hole | NbdAllocationFlags.Zero));
+                position = dataStart;
+                continue;
+            }
+            var holeStart = LinuxFile.TryFindHole(_handle, position, end, out var hole) && hole > position ? hole : end;
+            extents.Add(new((uint)(holeStart - position), NbdAllocationFlags.None));
+            position = holeStart;
+        }
+    }
 
     public override void Dispose()
     {

@@ -28,6 +28,7 @@ internal static partial class LinuxFile
 
     private const int SeekEnd = 2;
     private const int SeekData = 3;
+    private const int SeekHole = 4;
     private const int PosixFadvWillNeed = 3;
 
     [LibraryImport("libc", EntryPoint = "pread64", SetLastError = true)]
@@ -202,4 +203,14 @@ internal static partial class LinuxFile
         return false;
     }
 
+    /// <summary>
+    /// The first offset at or after <paramref name="offset"/> where a hole starts (the end of the file counts as one),
+    /// capped at <paramref name="limit"/>. False: the file system cannot tell.
+    /// </summary>
+    public static bool TryFindHole(SafeFileHandle fd, long offset, long limit, out long holeStart)
+    {
+        var hole = LSeek(fd, offset, SeekHole);
+        holeStart = hole >= 0 ? Math.Min(hole, limit) : limit;
+        return hole >= 0;
+    }
 }

@@ -9,8 +9,11 @@ using NetSwap.Server.Transport;
 
 namespace NetSwap.Server.Hosting;
 
-/// <summary>What option haggling agreed on: the export, its backend and how replies are framed.</summary>
-internal readonly record struct NegotiatedSession(ExportOffer Offer, BlockBackend Backend, NbdTransmissionFlags Flags, bool StructuredReplies);
+/// <summary>
+/// What option haggling agreed on: the export, its backend, how replies are framed, and the ID of the base:allocation
+/// metadata context when the client selected it for this export (0: none, so no NBD_CMD_BLOCK_STATUS).
+/// </summary>
+internal readonly record struct NegotiatedSession(ExportOffer Offer, BlockBackend Backend, NbdTransmissionFlags Flags, bool StructuredReplies, uint AllocationContext = 0);
 
 /// <summary>The fixed newstyle handshake (spec, "Fixed newstyle negotiation" and "Option types").</summary>
 internal sealed partial class NbdConnection
@@ -26,6 +29,10 @@ internal sealed partial class NbdConnection
     private string? _countedExport;
     // TLS is established (after NBD_OPT_STARTTLS); never undone for the life of the connection.
     private bool _tls;
+    // The export NBD_OPT_SET_META_CONTEXT last selected base:allocation for (null: no context selected). It holds
+    // only if GO or EXPORT_NAME then names the same export.
+    private string? _allocationExport;
+    private const uint AllocationContextId = 1;
 
     /// <summary>
     /// Looks an export up for this client and applies the export's own rules; with <paramref name="attach"/>, also the
@@ -257,6 +264,9 @@ internal sealed partial class NbdConnection
                 return await StartTlsAsync(option, cancellationToken);
             case NbdOption.Info or NbdOption.Go:
                 return await InfoOrGoAsync(option, data, cancellationToken);
+            case NbdOption.ListMetaContext or NbdOption.SetMetaContext:
+                await MetaContextAsync(option, data, cancellationToken);
+                return OptionOutcome.Continue;
             case NbdOption.StructuredReply:
                 if (option.Length != 0)
                 {
@@ -330,6 +340,7 @@ internal sealed partial class NbdConnection
         _writer = new ReplyWriter(ssl, _context.Options.ReplyWriterHeld);
         _tls = true;
         _structuredReplies = false;
+        _allocationExport = null;
         ConnectionLog.TlsEstablished(_logger, Id, Client, ssl.SslProtocol.ToString(), ssl.NegotiatedCipherSuite.ToString(), subject ?? "(no client certificate)", fingerprint ?? "-");
         return OptionOutcome.Continue;
     }
@@ -391,7 +402,7 @@ internal sealed partial class NbdConnection
             return OptionOutcome.Continue;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend!.Size, flags, _structuredReplies);
-        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies));
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies, AllocationContextFor(request.Name)));
     }
 
     private async ValueTask SendInfoAsync(NbdOption option, ExportOffer offer, NbdTransmissionFlags flags, NbdInfoType[] requested, CancellationToken cancellationToken)
@@ -445,8 +456,56 @@ internal sealed partial class NbdConnection
             throw;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend.Size, flags, _structuredReplies);
-        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies));
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies, AllocationContextFor(name)));
     }
+
+    /// <summary>
+    /// NBD_OPT_LIST_META_CONTEXT and NBD_OPT_SET_META_CONTEXT (spec, "Metadata querying"): the one context this server
+    /// has, base:allocation (holes and zeroes, from SEEK_DATA/SEEK_HOLE), for an export the client may see. Both need
+    /// structured replies first; SET replaces whatever an earlier SET selected, for the export it names.
+    /// </summary>
+    private async ValueTask MetaContextAsync(NbdOptionHeader option, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        var set = option.Option == NbdOption.SetMetaContext;
+        if (set)
+        {
+            _allocationExport = null;
+        }
+        if (!_structuredReplies)
+        {
+            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "metadata contexts need structured replies: send NBD_OPT_STRUCTURED_REPLY first", cancellationToken);
+            return;
+        }
+        if (!NbdMetaContextRequest.TryParse(data.Span, out var request, out var problem, out var tooBig))
+        {
+            await ReplyAsync(option, tooBig ? NbdOptionReplyType.ErrTooBig : NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
+            return;
+        }
+        var lookup = await ResolveAsync(request.ExportName, attach: false, cancellationToken);
+        if (!lookup.Succeeded)
+        {
+            ConnectionLog.ExportRefused(_logger, Id, Client, request.ExportName, lookup.Error, lookup.Message ?? "");
+            await ReplyAsync(option, lookup.Error, lookup.Message, cancellationToken);
+            return;
+        }
+        // No query: a listing names every context; a selection selects none.
+        var allocation = request.Queries.Length == 0 ? !set : request.Queries.Any(q => NbdMetaContexts.Matches(q, listing: !set));
+        if (allocation)
+        {
+            var payload = new byte[NbdMetaContexts.ReplySize(NbdMetaContexts.BaseAllocation)];
+            NbdMetaContexts.WriteReply(payload, set ? AllocationContextId : 0, NbdMetaContexts.BaseAllocation);
+            await SendOptionReplyAsync(option.Option, NbdOptionReplyType.MetaContext, payload, cancellationToken);
+            if (set)
+            {
+                _allocationExport = request.ExportName;
+            }
+        }
+        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+    }
+
+    /// <summary>The base:allocation context's ID for the export entered, if SET_META_CONTEXT selected it for that one.</summary>
+    private uint AllocationContextFor(string export) =>
+        _structuredReplies && _allocationExport is not null && _allocationExport == export ? AllocationContextId : 0;
 
     private ValueTask ReplyAsync(NbdOptionHeader option, NbdOptionReplyType type, string? message, CancellationToken cancellationToken)
     {

@@ -111,7 +111,7 @@ internal sealed partial class NbdConnection
                 }
                 var (error, reason) = _context.ShuttingDown
                     ? (NbdError.Shutdown, "server is shutting down")
-                    : RequestValidator.Validate(request, session.Flags, size, session.StructuredReplies);
+                    : RequestValidator.Validate(request, session.Flags, size, session.StructuredReplies, session.AllocationContext != 0);
                 if (error != NbdError.None)
                 {
                     ConnectionLog.RequestInvalid(_logger, Id, Client, request.Command, request.Offset, request.Length, error, reason!);
@@ -351,6 +351,9 @@ internal sealed partial class NbdConnection
                 case NbdCommand.Read:
                     await ExecuteReadAsync(request, abort);
                     return;
+                case NbdCommand.BlockStatus:
+                    await ExecuteBlockStatusAsync(request, abort);
+                    return;
                 case NbdCommand.Write:
                     errno = Write(backend, offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
                     if (errno == 0)
@@ -397,6 +400,22 @@ internal sealed partial class NbdConnection
             }
             CompleteRequest();
         }
+    }
+
+    /// <summary>Descriptors one NBD_CMD_BLOCK_STATUS reply carries at most: a request for more is answered in part, and the
+    /// client asks again from where the reply stopped (spec: the server MAY send fewer).</summary>
+    private const int MaxBlockDescriptors = 1024;
+
+    /// <summary>
+    /// NBD_CMD_BLOCK_STATUS on base:allocation: one NBD_REPLY_TYPE_BLOCK_STATUS chunk (the only context) with the
+    /// extents from the request's offset on, holes as HOLE|ZERO; with NBD_CMD_FLAG_REQ_ONE, one extent.
+    /// </summary>
+    private async ValueTask ExecuteBlockStatusAsync(NbdRequest request, CancellationToken abort)
+    {
+        var extents = new List<NbdBlockDescriptor>();
+        var one = (request.Flags & NbdCommandFlags.ReqOne) != 0;
+        _session.Backend.DescribeAllocation((long)request.Offset, request.Length, one ? 1 : MaxBlockDescriptors, extents);
+        await _writer.SendBlockStatusAsync(request.Cookie, _session.AllocationContext, extents, abort);
     }
 
     private async ValueTask ExecuteReadAsync(NbdRequest request, CancellationToken abort)

@@ -129,6 +129,16 @@ internal sealed class ReplyWriter : IDisposable
         }
     }
 
+    /// <summary>The final NBD_REPLY_TYPE_BLOCK_STATUS chunk of one metadata context.</summary>
+    public ValueTask SendBlockStatusAsync(ulong cookie, uint contextId, List<NbdBlockDescriptor> extents, CancellationToken cancellationToken)
+    {
+        var payload = new byte[NbdBlockStatusChunk.Size(extents.Count)];
+        NbdBlockStatusChunk.Write(payload, contextId, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(extents));
+        var header = default(ReplyHeader);
+        new NbdStructuredReplyHeader(NbdReplyFlags.Done, NbdReplyType.BlockStatus, cookie, (uint)payload.Length).Write(header);
+        return SendAsync(header, NbdStructuredReplyHeader.Size, payload, cancellationToken);
+    }
+
     /// <summary>A final NBD_REPLY_TYPE_ERROR chunk carrying a message for the human at the client.</summary>
     public ValueTask SendErrorChunkAsync(ulong cookie, NbdError error, string message, CancellationToken cancellationToken)
     {

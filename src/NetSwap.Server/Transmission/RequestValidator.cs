@@ -8,9 +8,10 @@ namespace NetSwap.Server.Transmission;
 /// </summary>
 internal static class RequestValidator
 {
-    public static (NbdError Error, string? Reason) Validate(in NbdRequest request, NbdTransmissionFlags exportFlags, ulong exportSize, bool structuredReplies)
+    /// <param name="blockStatus">A metadata context was selected for the export (NBD_CMD_BLOCK_STATUS is valid).</param>
+    public static (NbdError Error, string? Reason) Validate(in NbdRequest request, NbdTransmissionFlags exportFlags, ulong exportSize, bool structuredReplies, bool blockStatus = false)
     {
-        var allowed = AllowedFlags(request.Command, exportFlags, structuredReplies);
+        var allowed = AllowedFlags(request.Command, exportFlags, structuredReplies, blockStatus);
         if (allowed is null)
         {
             return (NbdError.Inval, $"unknown or unnegotiated command {(ushort)request.Command}");
@@ -45,7 +46,7 @@ internal static class RequestValidator
     }
 
     /// <summary>Flags documented for each command, given what the export advertised; null: the command is not accepted.</summary>
-    private static NbdCommandFlags? AllowedFlags(NbdCommand command, NbdTransmissionFlags exportFlags, bool structuredReplies)
+    private static NbdCommandFlags? AllowedFlags(NbdCommand command, NbdTransmissionFlags exportFlags, bool structuredReplies, bool blockStatus)
     {
         // FUA is valid on every command once SEND_FUA is advertised (the server may ignore it where nothing is written).
         var fua = (exportFlags & NbdTransmissionFlags.SendFua) != 0 ? NbdCommandFlags.Fua : NbdCommandFlags.None;
@@ -56,6 +57,8 @@ internal static class RequestValidator
             NbdCommand.Flush when (exportFlags & NbdTransmissionFlags.SendFlush) != 0 => fua,
             NbdCommand.Trim when (exportFlags & NbdTransmissionFlags.SendTrim) != 0 => fua,
             NbdCommand.Cache when (exportFlags & NbdTransmissionFlags.SendCache) != 0 => fua,
+            // Without a selected context the spec asks for EINVAL, which the null below gives.
+            NbdCommand.BlockStatus when structuredReplies && blockStatus => fua | NbdCommandFlags.ReqOne,
             NbdCommand.WriteZeroes when (exportFlags & NbdTransmissionFlags.SendWriteZeroes) != 0 =>
                 fua | NbdCommandFlags.NoHole | ((exportFlags & NbdTransmissionFlags.SendFastZero) != 0 ? NbdCommandFlags.FastZero : NbdCommandFlags.None),
             // Read-only exports do not advertise TRIM or WRITE_ZEROES; a client sending them anyway is told EPERM.

@@ -173,4 +173,45 @@ public class SerializeParseTests
         Assert.Equal(2048, truncated.Length);
         Assert.Equal("short", NbdStrings.Truncate("short"));
     }
+
+    [Fact]
+    public void MetaContextRequest_RoundTrips_AndEveryTruncationIsInvalid()
+    {
+        var request = new NbdMetaContextRequest("disk", ["base:allocation", "x-öffnen:ä"]);
+        var data = new byte[request.SerializedLength];
+        Assert.Equal(data.Length, request.Write(data));
+        Assert.True(NbdMetaContextRequest.TryParse(data, out var parsed, out _, out _));
+        Assert.Equal("disk", parsed.ExportName);
+        Assert.Equal(request.Queries, parsed.Queries);
+        for (var length = 0; length < data.Length; length++)
+        {
+            Assert.False(NbdMetaContextRequest.TryParse(data.AsSpan(0, length), out _, out var problem, out var tooBig));
+            Assert.False(tooBig);
+            Assert.NotNull(problem);
+        }
+        var many = new NbdMetaContextRequest("", [.. Enumerable.Repeat("q", NbdMetaContextRequest.MaxQueries + 1)]);
+        var manyData = new byte[many.SerializedLength];
+        many.Write(manyData);
+        Assert.False(NbdMetaContextRequest.TryParse(manyData, out _, out _, out var isTooBig));
+        Assert.True(isTooBig);
+        Assert.True(NbdMetaContexts.Matches("base:allocation", listing: false));
+        Assert.False(NbdMetaContexts.Matches("base:", listing: false));
+        Assert.True(NbdMetaContexts.Matches("base:", listing: true));
+        Assert.False(NbdMetaContexts.Matches("base:allocation2", listing: true));
+    }
+
+    [Fact]
+    public void BlockStatusChunk_RoundTrips_AndRejectsZeroLengths()
+    {
+        NbdBlockDescriptor[] extents = [new(4096, NbdAllocationFlags.Hole | NbdAllocationFlags.Zero), new(1 << 20, NbdAllocationFlags.None)];
+        var payload = new byte[NbdBlockStatusChunk.Size(extents.Length)];
+        Assert.Equal(payload.Length, NbdBlockStatusChunk.Write(payload, 7, extents));
+        Assert.True(NbdBlockStatusChunk.TryRead(payload, out var context, out var read));
+        Assert.Equal(7u, context);
+        Assert.Equal(extents, read);
+        Assert.False(NbdBlockStatusChunk.TryRead(payload.AsSpan(0, 4), out _, out _));
+        Assert.False(NbdBlockStatusChunk.TryRead(payload.AsSpan(0, 10), out _, out _));
+        payload[4] = payload[5] = payload[6] = payload[7] = 0;
+        Assert.False(NbdBlockStatusChunk.TryRead(payload, out _, out _));
+    }
 }

@@ -119,7 +119,7 @@ public class HandshakeTests
         await using var client = await server.ConnectAsync();
         await client.StartAsync();
         Assert.Equal(NbdOptionReplyType.ErrUnsup, await client.SimpleOptionAsync((NbdOption)0x1234, new byte[300]));
-        Assert.Equal(NbdOptionReplyType.ErrUnsup, await client.SimpleOptionAsync(NbdOption.SetMetaContext, new byte[20]));
+        Assert.Equal(NbdOptionReplyType.ErrUnsup, await client.SimpleOptionAsync(NbdOption.ExtendedHeaders, new byte[20]));
         await client.GoAsync("disk");
     }
 

@@ -6,7 +6,11 @@ using NetSwap.Protocol.Nbd;
 namespace NetSwap.Tests.Support;
 
 /// <summary>A reply of the transmission phase, reassembled: error (0 on success), data of a READ, and any message.</summary>
-public sealed record TestReply(ulong Cookie, NbdError Error, byte[] Data, string? Message, int Chunks, int HoleChunks);
+public sealed record TestReply(ulong Cookie, NbdError Error, byte[] Data, string? Message, int Chunks, int HoleChunks)
+{
+    /// <summary>NBD_REPLY_TYPE_BLOCK_STATUS: the context ID and descriptors of each chunk.</summary>
+    public List<(uint Context, NbdBlockDescriptor[] Extents)> BlockStatus { get; init; } = [];
+}
 
 /// <summary>
 /// A deliberately literal NBD client for tests, built on the protocol types but with no knowledge of the server. It can
@@ -184,6 +188,7 @@ public sealed class TestNbdClient : IAsyncDisposable
         var chunks = 0;
         var holes = 0;
         var first = true;
+        var status = new List<(uint, NbdBlockDescriptor[])>();
         while (true)
         {
             var headerBytes = first ? await ReadExactAsync(NbdStructuredReplyHeader.Size - 4, prefix: magic) : await ReadExactAsync(NbdStructuredReplyHeader.Size);
@@ -209,6 +214,10 @@ public sealed class TestNbdClient : IAsyncDisposable
                 case NbdReplyType.None:
                     Assert.Empty(payload);
                     break;
+                case NbdReplyType.BlockStatus:
+                    Assert.True(NbdBlockStatusChunk.TryRead(payload, out var context, out var extents), "malformed NBD_REPLY_TYPE_BLOCK_STATUS");
+                    status.Add((context, extents));
+                    break;
                 default:
                     Assert.True(header.IsError, $"unexpected chunk type {header.Type}");
                     Assert.True(NbdChunk.TryReadError(payload, out error, out var text));
@@ -218,7 +227,7 @@ public sealed class TestNbdClient : IAsyncDisposable
             if ((header.Flags & NbdReplyFlags.Done) != 0)
             {
                 _reads.TryRemove(cookie, out _);
-                return new TestReply(cookie, error, error == NbdError.None ? data : [], message, chunks, holes);
+                return new TestReply(cookie, error, error == NbdError.None ? data : [], message, chunks, holes) { BlockStatus = status };
             }
         }
         // Later chunks of one reply may interleave with other replies in general; this server never does that for one
