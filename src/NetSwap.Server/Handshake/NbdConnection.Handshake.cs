@@ -13,7 +13,10 @@ namespace NetSwap.Server.Hosting;
 /// What option haggling agreed on: the export, its backend, how replies are framed, and the ID of the base:allocation
 /// metadata context when the client selected it for this export (0: none, so no NBD_CMD_BLOCK_STATUS).
 /// </summary>
-internal readonly record struct NegotiatedSession(ExportOffer Offer, BlockBackend Backend, NbdTransmissionFlags Flags, bool StructuredReplies, uint AllocationContext = 0);
+internal readonly record struct NegotiatedSession(ExportOffer Offer, ExportLease Lease, NbdTransmissionFlags Flags, bool StructuredReplies, uint AllocationContext = 0)
+{
+    public BlockBackend Backend => Lease.Backend;
+}
 
 /// <summary>The fixed newstyle handshake (spec, "Fixed newstyle negotiation" and "Option types").</summary>
 internal sealed partial class NbdConnection
@@ -25,8 +28,6 @@ internal sealed partial class NbdConnection
     private bool _structuredReplies;
     // Why the access rules refuse this client (null: admitted). A refused client still gets answers: NBD_REP_ERR_POLICY.
     private string? _refusal;
-    // The export this connection is counted in (max-clients-per-export), left when the connection ends.
-    private string? _countedExport;
     // TLS is established (after NBD_OPT_STARTTLS); never undone for the life of the connection.
     private bool _tls;
     // The export NBD_OPT_SET_META_CONTEXT last selected base:allocation for (null: no context selected). It holds
@@ -36,8 +37,15 @@ internal sealed partial class NbdConnection
 
     /// <summary>
     /// Looks an export up for this client and applies the export's own rules; with <paramref name="attach"/>, also the
-    /// per-export client limit and then the attach itself, the only step that allocates anything.
+    /// per-export client limit and then the attach itself, the only step that allocates anything: what it took comes
+    /// back as the lease, which the caller releases, or hands on to transmission in the session.
     /// </summary>
+    private async ValueTask<(ExportLookup Lookup, ExportLease? Lease)> AttachAsync(string name, CancellationToken cancellationToken)
+    {
+        var lookup = await ResolveAsync(name, attach: true, cancellationToken);
+        return (lookup, lookup.Backend is { } backend ? new ExportLease(_context, lookup.Offer!.PolicyName, backend) : null);
+    }
+
     private async ValueTask<ExportLookup> ResolveAsync(string name, bool attach, CancellationToken cancellationToken)
     {
         var lookup = _context.Exports.Lookup(name, Info);
@@ -64,25 +72,11 @@ internal sealed partial class NbdConnection
             return ExportLookup.Refused(NbdOptionReplyType.ErrPolicy, $"max-clients-per-export reached for '{offer.PolicyName}'");
         }
         lookup = await offer.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
-        if (lookup.Succeeded)
-        {
-            _countedExport = offer.PolicyName;
-        }
-        else
+        if (!lookup.Succeeded)
         {
             _context.LeaveExport(offer.PolicyName);
         }
         return lookup;
-    }
-
-    /// <summary>Gives back the per-export count taken by a successful attach.</summary>
-    private void LeaveExport()
-    {
-        if (_countedExport is not null)
-        {
-            _context.LeaveExport(_countedExport);
-            _countedExport = null;
-        }
     }
 
     /// <summary>Runs option haggling under the handshake deadline. Null: the client left, was refused, or broke the rules.</summary>
@@ -118,8 +112,8 @@ internal sealed partial class NbdConnection
         {
             return Refuse("the oldstyle handshake cannot do TLS, which this server requires");
         }
-        var lookup = await ResolveAsync(Protocol.Swap.SwapExportName.Prefix, attach: true, deadline.Token);
-        if (!lookup.Succeeded)
+        var (lookup, lease) = await AttachAsync(Protocol.Swap.SwapExportName.Prefix, deadline.Token);
+        if (lease is null)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, "(oldstyle)", lookup.Error, lookup.Message ?? "");
             _closeReason = "export refused";
@@ -134,12 +128,11 @@ internal sealed partial class NbdConnection
         }
         catch
         {
-            lookup.Backend.Release(cleanDisconnect: true);
-            LeaveExport();
+            lease.Dispose();
             throw;
         }
         ConnectionLog.ExportAttached(_logger, Id, Client, lookup.Offer.Name + " (oldstyle)", lookup.Backend.Size, flags, false);
-        return new NegotiatedSession(lookup.Offer, lookup.Backend, flags, false);
+        return new NegotiatedSession(lookup.Offer, lease, flags, false);
     }
 
     private async Task<NegotiatedSession?> NegotiateAsync(CancellationToken cancellationToken)
@@ -376,7 +369,7 @@ internal sealed partial class NbdConnection
             return OptionOutcome.Continue;
         }
         // Only at GO, with the client admitted and its export chosen, is anything allocated for it.
-        var lookup = await ResolveAsync(request.Name, attach: option.Option == NbdOption.Go, cancellationToken);
+        var (lookup, lease) = option.Option == NbdOption.Go ? await AttachAsync(request.Name, cancellationToken) : (await ResolveAsync(request.Name, attach: false, cancellationToken), null);
         if (!lookup.Succeeded)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, request.Name, lookup.Error, lookup.Message ?? "");
@@ -390,19 +383,18 @@ internal sealed partial class NbdConnection
             await SendInfoAsync(option.Option, offer, flags, request.Requests, cancellationToken);
             await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
         }
-        catch when (lookup.Backend is not null)
+        catch when (lease is not null)
         {
             // Attached but the client is gone before it heard so: what was allocated for it must not leak.
-            lookup.Backend.Release(cleanDisconnect: true);
-            LeaveExport();
+            lease.Dispose();
             throw;
         }
-        if (option.Option == NbdOption.Info)
+        if (lease is null)
         {
             return OptionOutcome.Continue;
         }
-        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend!.Size, flags, _structuredReplies);
-        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies, AllocationContextFor(request.Name)));
+        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lease.Backend.Size, flags, _structuredReplies);
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lease, flags, _structuredReplies, AllocationContextFor(request.Name)));
     }
 
     private async ValueTask SendInfoAsync(NbdOption option, ExportOffer offer, NbdTransmissionFlags flags, NbdInfoType[] requested, CancellationToken cancellationToken)
@@ -432,8 +424,8 @@ internal sealed partial class NbdConnection
             Refuse("NBD_OPT_EXPORT_NAME with an invalid name");
             return OptionOutcome.End;
         }
-        var lookup = await ResolveAsync(name, attach: true, cancellationToken);
-        if (!lookup.Succeeded)
+        var (lookup, lease) = await AttachAsync(name, cancellationToken);
+        if (lease is null)
         {
             // NBD_OPT_EXPORT_NAME cannot be answered with an error: the spec says to terminate the session.
             ConnectionLog.ExportRefused(_logger, Id, Client, name, lookup.Error, lookup.Message ?? "");
@@ -443,7 +435,7 @@ internal sealed partial class NbdConnection
         var offer = lookup.Offer!;
         var flags = offer.TransmissionFlags(structuredReplies: _structuredReplies);
         var reply = new byte[NbdExportNameReply.FullSize];
-        var n = new NbdExportNameReply((ulong)lookup.Backend!.Size, flags).Write(reply, _noZeroes);
+        var n = new NbdExportNameReply((ulong)lease.Backend.Size, flags).Write(reply, _noZeroes);
         try
         {
             await _stream.WriteAsync(reply.AsMemory(0, n), cancellationToken);
@@ -451,12 +443,11 @@ internal sealed partial class NbdConnection
         catch
         {
             // The client never got the export: nothing to keep for it.
-            lookup.Backend.Release(cleanDisconnect: true);
-            LeaveExport();
+            lease.Dispose();
             throw;
         }
-        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lookup.Backend.Size, flags, _structuredReplies);
-        return OptionOutcome.Enter(new NegotiatedSession(offer, lookup.Backend, flags, _structuredReplies, AllocationContextFor(name)));
+        ConnectionLog.ExportAttached(_logger, Id, Client, offer.Name, lease.Backend.Size, flags, _structuredReplies);
+        return OptionOutcome.Enter(new NegotiatedSession(offer, lease, flags, _structuredReplies, AllocationContextFor(name)));
     }
 
     /// <summary>

@@ -46,21 +46,21 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
     public DateTimeOffset ConnectedAt { get; } = DateTimeOffset.UtcNow;
     /// <summary>The export in use once the handshake is over; null before.</summary>
     public string? ExportName => _session.Offer?.Name;
-    public long ExportSize => _session.Backend?.Size ?? 0;
-    public Exports.Swap.SwapArea? SwapArea => (_session.Backend as Exports.Swap.SwapBackend)?.Area;
+    public long ExportSize => _session.Lease?.Backend.Size ?? 0;
+    public Exports.Swap.SwapArea? SwapArea => (_session.Lease?.Backend as Exports.Swap.SwapBackend)?.Area;
     public long Id => Info.Id;
     public string Client => Info.RemoteAddress;
 
     public async Task RunAsync(bool oldstyle = false)
     {
         ConnectionLog.Connected(_logger, Id, Client);
-        BlockBackend? backend = null;
+        ExportLease? lease = null;
         try
         {
             var negotiated = oldstyle ? await OldstyleHandshakeAsync() : await HandshakeAsync();
             if (negotiated is { } session)
             {
-                backend = session.Backend;
+                lease = session.Lease;
                 await TransmissionAsync(session);
             }
         }
@@ -88,8 +88,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
             await _abort.CancelAsync();
             await WhenIdleAsync();
             ReleaseSpare();
-            backend?.Release(_cleanDisconnect);
-            LeaveExport();
+            lease?.Release(_cleanDisconnect);
             await _stream.DisposeAsync();
             _reader.Dispose();
             ConnectionLog.Closed(_logger, Id, Client, Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds, _closeReason, BytesRead, BytesWritten);

@@ -46,7 +46,7 @@ internal sealed partial class NbdConnection
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
     /// <summary>Completes when nothing is in flight and the receive loop has ended (or never started).</summary>
-    public Task WhenIdleAsync() => _session.Backend is null ? Task.CompletedTask : _idle.Task;
+    public Task WhenIdleAsync() => _session.Lease is null ? Task.CompletedTask : _idle.Task;
 
     /// <summary>True while requests are being executed; the server waits for these at shutdown.</summary>
     public bool HasRequestsInFlight => Volatile.Read(ref _pending) > 1;
