@@ -468,11 +468,7 @@ internal sealed partial class NbdConnection
         }
         else
         {
-            var dataStart = start;
-            if (length >= HoleDetectionThreshold && backend.TryFindData(start, end, out var found))
-            {
-                dataStart = found;
-            }
+            TryFindData(start, end, length, out var dataStart);
             if (dataStart == end)
             {
                 await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
@@ -528,9 +524,7 @@ internal sealed partial class NbdConnection
     private async ValueTask UnfragmentedReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
     {
         var length = (int)request.Length;
-        var backend = _session.Backend;
-        if (length >= HoleDetectionThreshold
-            && backend.TryFindData((long)request.Offset, (long)request.Offset + length, out var dataStart)
+        if (TryFindData((long)request.Offset, (long)request.Offset + length, length, out var dataStart)
             && dataStart == (long)request.Offset + length)
         {
             await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
@@ -583,15 +577,14 @@ internal sealed partial class NbdConnection
 
     private async ValueTask StructuredReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
     {
-        var backend = _session.Backend;
         var start = (long)request.Offset;
         var end = start + request.Length;
-        var detectHoles = request.Length >= HoleDetectionThreshold;
+        var detectHoles = true;
         for (var position = start; position < end;)
         {
             if (detectHoles)
             {
-                if (!backend.TryFindData(position, end, out var dataStart))
+                if (!TryFindData(position, end, request.Length, out var dataStart))
                 {
                     detectHoles = false;
                 }
@@ -613,6 +606,17 @@ internal sealed partial class NbdConnection
             position += n;
         }
         Interlocked.Add(ref _bytesRead, request.Length);
+    }
+
+    /// <summary>
+    /// The one hole detection of reads: where data starts in [<paramref name="start"/>, <paramref name="end"/>) (end:
+    /// all of it is a hole). False, with <paramref name="dataStart"/> at start, when it is not worth asking (a read under
+    /// <see cref="HoleDetectionThreshold"/>: the lseek would cost more than the hole saves) or the file system cannot tell.
+    /// </summary>
+    private bool TryFindData(long start, long end, long requestLength, out long dataStart)
+    {
+        dataStart = start;
+        return requestLength >= HoleDetectionThreshold && _session.Backend.TryFindData(start, end, out dataStart);
     }
 
     private int ReadBackend(NbdRequest request, int skip, Span<byte> destination)
