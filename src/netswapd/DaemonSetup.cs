@@ -133,9 +133,11 @@ internal static partial class Daemon
         }
     }
 
-    internal static DaemonSettings LoadSettings(IReadOnlyList<string> args)
+    internal static DaemonSettings LoadSettings(IReadOnlyList<string> args) => LoadSettings(CommandLine.Parse(args));
+
+    /// <summary>Embedded defaults, then the config file (--config, or the default one when present), then the command line.</summary>
+    internal static DaemonSettings LoadSettings(List<(SettingSpec Spec, string Value)> parsed)
     {
-        var parsed = CommandLine.Parse(args);
         var settings = new DaemonSettings();
         var configPath = parsed.LastOrDefault(p => p.Spec.Name == "config").Value;
         if (configPath is null && File.Exists(DaemonSettings.DefaultConfigPath))

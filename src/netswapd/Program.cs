@@ -31,7 +31,7 @@ namespace NetSwap.Daemon
         {
             // `status`, --help, --version and shell completion ([suggest]) are System.CommandLine's to run; what is
             // left is the daemon itself.
-            var (root, _) = CommandLine.Build();
+            var (root, options) = CommandLine.Build();
             var parse = root.Parse(args);
             // (The shell's [suggest] directive passes the line being completed, unknown words and all.)
             var completion = root.Directives.OfType<System.CommandLine.Completions.SuggestDirective>().Any(d => d.Action is not null && d.Action == parse.Action);
@@ -42,7 +42,8 @@ namespace NetSwap.Daemon
             DaemonSettings settings;
             try
             {
-                settings = LoadSettings(args);
+                // The parse above is the daemon's too: its settings are read from it, not from a second parse.
+                settings = LoadSettings(CommandLine.Settings(args, parse, options));
             }
             catch (UsageException e)
             {

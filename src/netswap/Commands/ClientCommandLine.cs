@@ -8,8 +8,8 @@ namespace NetSwap.Client.Commands;
 /// and --help. A usage error is one line on stderr and exit 2; a failure of the work itself one line and exit 1.
 /// Shell completion (packaging/completion/netswap) asks `netswap __complete WORDS…` for the next word.
 /// Not System.CommandLine, as netswapd uses: linked into this static client it made every netswap process bigger (on
-/// the host `discover` 7.0 MiB peak instead of 5.5), the reconnect keeper's locked share in a 32 MiB guest included
-/// (2.0 MiB anonymous instead of 1.4, 6.7 MiB resident), and that guest's workload was OOM-killed (README, "netswap").
+/// the host `discover` 6.8 MiB peak instead of 5.3), the reconnect keeper's locked share in a 32 MiB guest included
+/// (2.0 MiB anonymous instead of 1.4, 6.6 MiB resident), and that guest's workload was OOM-killed (README, "netswap").
 /// </summary>
 internal static class ClientCommandLine
 {
@@ -26,7 +26,12 @@ internal static class ClientCommandLine
         ExportsCommand.Spec,
         KeepCommand.Spec,
         new("version", "", "Show the version.", [], _ => () => Task.FromResult(Version())),
-        new("help", "[COMMAND]", "Show the help of netswap, or of one command (as COMMAND --help does).", [], _ => () => Task.FromResult(0)),
+        new("help", "[COMMAND]", "Show the help of netswap, or of one command (as COMMAND --help does).", [], reader =>
+        {
+            reader.EnsureConsumed(maxPositional: 1);
+            var topic = reader.Positional.FirstOrDefault();
+            return () => HelpAsync(topic);
+        }),
     ];
 
     public static async Task<int> RunAsync(string[] args)
@@ -36,9 +41,9 @@ internal static class ClientCommandLine
             await Console.Error.WriteLineAsync("netswap: a command is needed (see netswap --help)");
             return ExitUsage;
         }
-        if (args[0] is "--help" or "-h" or "help")
+        if (args[0] is "--help" or "-h")
         {
-            return await HelpAsync(args.Length > 1 ? args[1] : null);
+            return await HelpAsync(null);
         }
         if (args[0] is "--version")
         {
@@ -103,7 +108,7 @@ internal static class ClientCommandLine
     internal static string Usage()
     {
         var text = new StringBuilder("Usage: netswap COMMAND [OPTIONS]\n\nThe NetSwap client: finds swap servers on the LAN, attaches network swap through the kernel's NBD driver, detaches it.\n\nCommands:\n");
-        foreach (var command in Commands.Where(c => !c.Hidden))
+        foreach (var command in Commands)
         {
             text.Append("  ").AppendLine(command.Synopsis);
             CommandSpec.Wrap(text, command.Description, "        ");
@@ -120,7 +125,7 @@ internal static class ClientCommandLine
     {
         if (words.Length == 0)
         {
-            return Commands.Where(c => !c.Hidden).Select(c => c.Name);
+            return Commands.Select(c => c.Name);
         }
         if (Find(words[0]) is not { } command)
         {
@@ -128,7 +133,7 @@ internal static class ClientCommandLine
         }
         if (command.Name == "help")
         {
-            return words.Length == 1 ? Commands.Where(c => !c.Hidden).Select(c => c.Name) : [];
+            return words.Length == 1 ? Commands.Select(c => c.Name) : [];
         }
         var previous = Array.Find(command.Options, o => o.Name == words[^1]);
         if (words.Length > 1 && previous?.ValueName is not null)

@@ -11,7 +11,7 @@ internal sealed record OptionSpec(string Name, string? ValueName, string Help, s
 /// which reads the arguments (a usage error throws) and returns the work, not yet begun. The help, the man page test
 /// and shell completion all read this, so they cannot drift from what the command accepts.
 /// </summary>
-internal sealed record CommandSpec(string Name, string Arguments, string Description, OptionSpec[] Options, Func<ArgumentReader, Func<Task<int>>> Read, bool Hidden = false)
+internal sealed record CommandSpec(string Name, string Arguments, string Description, OptionSpec[] Options, Func<ArgumentReader, Func<Task<int>>> Read)
 {
     public string Synopsis => $"netswap {Name}{(Arguments.Length > 0 ? " " + Arguments : "")}{(Options.Length > 0 ? " [OPTIONS]" : "")}";
 

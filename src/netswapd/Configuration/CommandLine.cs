@@ -73,6 +73,13 @@ internal static class CommandLine
     /// </summary>
     public static List<(SettingSpec Spec, string Value)> Parse(IReadOnlyList<string> args)
     {
+        var (root, settings) = Build();
+        return Settings(args, root.Parse(args), settings);
+    }
+
+    /// <summary>The settings of a parse of <paramref name="args"/> made with <see cref="Build"/>'s command.</summary>
+    public static List<(SettingSpec Spec, string Value)> Settings(IReadOnlyList<string> args, ParseResult parse, Dictionary<Option, SettingSpec> settings)
+    {
         // --flag=value: System.CommandLine would take the value for a stray argument; say what is wrong instead.
         foreach (var arg in args)
         {
@@ -82,8 +89,6 @@ internal static class CommandLine
                 throw new UsageException($"option '--{flag.Name}' takes no value");
             }
         }
-        var (root, settings) = Build();
-        var parse = root.Parse(args);
         if (parse.Errors.Count > 0 || parse.UnmatchedTokens.Count > 0)
         {
             throw new UsageException(Describe(parse));
