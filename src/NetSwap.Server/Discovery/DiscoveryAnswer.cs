@@ -4,7 +4,6 @@ using NetSwap.Protocol.Swap;
 using NetSwap.Server.Exports;
 using NetSwap.Server.Exports.Swap;
 using NetSwap.Server.Hosting;
-using NetSwap.Server.Tls;
 
 namespace NetSwap.Server.Discovery;
 
@@ -13,21 +12,20 @@ internal static class DiscoveryAnswer
 {
     public static DiscoveryReply Build(IPAddress client, DiscoveryProbe probe, NbdServer server, ExportCatalog catalog, ushort nbdPort, string version, string name)
     {
-        var context = server.Context;
+        var gate = server.Context.Gate;
         var flags = DiscoveryReplyFlags.None;
-        var tls = context.Tls;
-        if (tls.Mode != TlsMode.Off)
+        if (gate.OffersTls)
         {
             flags |= DiscoveryReplyFlags.TlsOffered;
         }
-        if (tls.Mode == TlsMode.Require || tls.TlsOnlyExports.Contains(SwapExportName.Prefix))
+        if (gate.SwapRequiresTls)
         {
             flags |= DiscoveryReplyFlags.TlsRequired;
         }
         ulong free = 0;
         ulong maxSize = 0;
         ushort load = 0;
-        if (catalog.Swap is { } swap && context.Policy.CheckExport(SwapExportName.Prefix, client) is null)
+        if (catalog.Swap is { } swap && gate.ExportAllows(SwapExportName.Prefix, client))
         {
             // The registry's own admission arithmetic, pending allocations included: never an offer admission refuses.
             var (largest, committed, capacity) = swap.Registry.Capacity();

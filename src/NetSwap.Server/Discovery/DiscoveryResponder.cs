@@ -131,7 +131,7 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
             // A dual-stack socket (systemd's ListenDatagram= with BindIPv6Only=both) sees IPv4 clients as ::ffff:a.b.c.d.
             var client = AddressRuleSet.Normalize(source.Address);
             if (!DiscoveryProbe.TryRead(buffer.AsSpan(0, received.ReceivedBytes), out var probe)
-                || _context.Policy.CheckClient(client) is not null
+                || _context.Gate.AdmitClient(client) is not null
                 || !TakeReplyToken(client))
             {
                 Interlocked.Increment(ref _ignored);

@@ -8,7 +8,7 @@ namespace NetSwap.Server.Hosting;
 /// connection ends: in the handshake (the client left before it heard of the export), or after transmission. It is
 /// the only place that does, so neither can be given back twice or forgotten on one path.
 /// </summary>
-internal sealed class ExportLease(NbdServerContext context, string countedExport, BlockBackend backend) : IDisposable
+internal sealed class ExportLease(Access.AdmissionGate gate, string countedExport, BlockBackend backend) : IDisposable
 {
     private int _released;
 
@@ -28,7 +28,7 @@ internal sealed class ExportLease(NbdServerContext context, string countedExport
             }
             finally
             {
-                context.LeaveExport(countedExport);
+                gate.LeaveExport(countedExport);
             }
         }
     }

@@ -3,78 +3,97 @@ using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Handshake;
 using NetSwap.Server.Transmission;
 using NetSwap.Server.Transport;
 
 namespace NetSwap.Server.Hosting;
 
 /// <summary>
-/// One client, from accept to close, over any duplex stream (TCP, TLS, inetd stdin, an in-memory pipe).
-/// The handshake is in NbdConnection.Handshake.cs, the transmission phase in NbdConnection.Transmission.cs.
+/// One client's connection, from accept to close, over any duplex stream (TCP, TLS, inetd stdin, an in-memory pipe):
+/// accept → negotiate (<see cref="OptionNegotiator"/>) → transmit (<see cref="RequestLoop"/>) → close, with one
+/// cancellation (<see cref="Abort"/>) and one clean-up path (the end of <see cref="RunAsync"/>). The bytes are the
+/// <see cref="ConnectionChannel"/>'s; what the client was given is the session's lease, released here only.
 /// </summary>
-internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
+internal sealed class NbdConnection : IAsyncDisposable
 {
     private readonly NbdServerContext _context;
     private readonly ILogger _logger;
-    // Replaced once, by the TLS stream, when the client sends NBD_OPT_STARTTLS (before any request is in flight).
-    private Stream _stream;
-    // The socket under _stream (under TLS too) when it is served by our event loops; null for other streams.
-    private readonly ReactorStream? _transport;
-    private NbdStreamReader _reader;
-    private ReplyWriter _writer;
+    private readonly ConnectionChannel _channel;
     // Cancelled to cut the connection: shutdown timeout, a failed write, a fatal read error.
     private readonly CancellationTokenSource _abort = new();
     private readonly long _startTimestamp = Stopwatch.GetTimestamp();
     private string _closeReason = "client closed the connection";
     // Set by Abort: the connection was cut on purpose (or by a failed reply); errors that follow are its echo.
     private volatile bool _aborted;
-    // Set when the client ended with NBD_CMD_DISC: its swap area is destroyed at once rather than kept for a reconnect.
-    private bool _cleanDisconnect;
+    // What the handshake agreed, and the transmission phase running it; null until the client enters transmission.
+    private NegotiatedSession? _session;
+    private volatile RequestLoop? _requests;
 
     public NbdConnection(NbdServerContext context, Stream stream, string remoteAddress, System.Net.IPAddress? address = null)
     {
         _context = context;
         _logger = context.Logger;
-        _stream = stream;
-        _transport = stream as ReactorStream;
-        _reader = new NbdStreamReader(stream);
-        _writer = new ReplyWriter(stream, context.Options.ReplyWriterHeld);
+        _channel = new ConnectionChannel(stream, context.Options.ReplyWriterHeld);
         Info = new ConnectionInfo(context.NextConnectionId(), remoteAddress, address);
     }
 
     public ConnectionInfo Info { get; }
     public DateTimeOffset ConnectedAt { get; } = DateTimeOffset.UtcNow;
     /// <summary>The export in use once the handshake is over; null before.</summary>
-    public string? ExportName => _session.Offer?.Name;
-    public long ExportSize => _session.Lease?.Backend.Size ?? 0;
-    public Exports.Swap.SwapArea? SwapArea => (_session.Lease?.Backend as Exports.Swap.SwapBackend)?.Area;
+    public string? ExportName => _session?.Offer.Name;
+    public long ExportSize => _session?.Backend.Size ?? 0;
+    public Exports.Swap.SwapArea? SwapArea => (_session?.Backend as Exports.Swap.SwapBackend)?.Area;
     public long Id => Info.Id;
     public string Client => Info.RemoteAddress;
+
+    public long BytesRead => _requests?.BytesRead ?? 0;
+    public long BytesWritten => _requests?.BytesWritten ?? 0;
+
+    /// <summary>Most payload buffer bytes this connection ever held at once (bounded by ConnectionBufferBytes).</summary>
+    public int PeakPayloadBytes => _requests?.PeakPayloadBytes ?? 0;
+
+    /// <summary>Buffer bytes held right now: payload buffers, the spare and the receive buffer. Zero for an idle connection.</summary>
+    public int HeldBufferBytes => (_requests?.HeldPayloadBytes ?? 0) + (_channel.Reader.HoldsBuffer ? NbdStreamReader.BufferSize : 0);
+
+    /// <summary>Completes when nothing is in flight and the receive loop has ended (or never started).</summary>
+    public Task WhenIdleAsync() => _requests?.WhenIdleAsync() ?? Task.CompletedTask;
+
+    /// <summary>True while requests are being executed; the server waits for these at shutdown.</summary>
+    public bool HasRequestsInFlight => _requests?.HasRequestsInFlight ?? false;
+
+    /// <summary>Whether a reply write is waiting for the client to take bytes (what send-timeout measures).</summary>
+    internal bool IsWaitingToSend => _channel.Writer.WriteWaitingSince != 0;
 
     public async Task RunAsync(bool oldstyle = false)
     {
         ConnectionLog.Connected(_logger, Id, Client);
-        ExportLease? lease = null;
         try
         {
-            var negotiated = oldstyle ? await OldstyleHandshakeAsync() : await HandshakeAsync();
-            if (negotiated is { } session)
+            var negotiator = new OptionNegotiator(_context, _channel, Info, reason => Abort(reason));
+            _session = await negotiator.NegotiateAsync(oldstyle, _abort.Token);
+            if (_session is not { } session)
             {
-                lease = session.Lease;
-                await TransmissionAsync(session);
+                _closeReason = negotiator.CloseReason;
+                return;
             }
+            var requests = new RequestLoop(_context, _channel, session, Info, _abort, Abort);
+            _requests = requests;
+            await requests.RunAsync();
+            // A clean end of the loop says how the client left; an exception says it below.
+            _closeReason = requests.CloseReason;
         }
         catch (NbdProtocolException e)
         {
             _closeReason = "protocol violation";
             ConnectionLog.ProtocolViolation(_logger, Id, Client, e.Message);
         }
-        catch (Exception e) when (IsConnectionError(e))
+        catch (Exception e) when (IsConnectionError(e, _abort.Token))
         {
             // After Abort the receive loop fails because the stream was closed under it: Abort has said why.
             if (!_aborted)
             {
-                _closeReason = "connection lost";
+                _closeReason = LostReason(e);
                 ConnectionLog.ConnectionError(_logger, Id, Client, e.Message);
             }
         }
@@ -87,10 +106,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         {
             await _abort.CancelAsync();
             await WhenIdleAsync();
-            ReleaseSpare();
-            lease?.Release(_cleanDisconnect);
-            await _stream.DisposeAsync();
-            _reader.Dispose();
+            _session?.Lease.Release(_requests?.CleanDisconnect ?? false);
+            await _channel.DisposeAsync();
             ConnectionLog.Closed(_logger, Id, Client, Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds, _closeReason, BytesRead, BytesWritten);
         }
     }
@@ -107,21 +124,17 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
         try
         {
             _abort.Cancel();
-            // Closing the stream wakes a read that does not observe cancellation (some streams do not).
-            _stream.Dispose();
         }
         catch (ObjectDisposedException)
         {
         }
+        _channel.Close();
     }
 
     // The progress check's view of the client's reading (its thread only): bytes acknowledged at the last look, and when
     // that figure last moved.
     private long _ackedSeen = -1;
     private long _ackedAt;
-
-    /// <summary>Whether a reply write is waiting for the client to take bytes (what send-timeout measures).</summary>
-    internal bool IsWaitingToSend => _writer.WriteWaitingSince != 0;
 
     /// <summary>
     /// Cuts a connection whose client has stopped holding up its end (called every 500 ms by the server): a reply
@@ -136,8 +149,8 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
             return;
         }
         var options = _context.Options;
-        var writing = _writer.WriteWaitingSince;
-        if (writing != 0 && _transport?.BytesAcked() is { } acked and >= 0)
+        var writing = _channel.Writer.WriteWaitingSince;
+        if (writing != 0 && _channel.BytesAcked() is { } acked and >= 0)
         {
             // The client's TCP acknowledged more since the last look: it is reading, however slowly.
             if (acked != _ackedSeen)
@@ -152,7 +165,7 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
             Abort("client stopped reading its replies (send-timeout)");
             return;
         }
-        var reading = _reader.StalledSince;
+        var reading = _channel.Reader.StalledSince;
         if (reading != 0 && Stopwatch.GetElapsedTime(reading, now) > options.PayloadTimeout)
         {
             ConnectionLog.StalledClient(_logger, Id, Client, "payload stopped arriving", options.PayloadTimeout.TotalSeconds);
@@ -161,17 +174,24 @@ internal sealed partial class NbdConnection : IAsyncDisposable, IIdleWork
     }
 
     /// <summary>Socket resets, closed streams and cancellations after an abort are normal ends, not failures.</summary>
-    private bool IsConnectionError(Exception e) => e switch
+    internal static bool IsConnectionError(Exception e, CancellationToken abort) => e switch
     {
         IOException or SocketException or ObjectDisposedException => true,
-        OperationCanceledException => _abort.IsCancellationRequested,
+        OperationCanceledException => abort.IsCancellationRequested,
         _ => false,
+    };
+
+    /// <summary>The close reason of a connection whose socket failed, by the kind the transport found.</summary>
+    internal static string LostReason(Exception e) => TransportException.Classify(e) switch
+    {
+        TransportFailureKind.Reset => "connection reset by the client",
+        TransportFailureKind.TimedOut => "connection timed out (the client stopped answering)",
+        _ => "connection lost",
     };
 
     public async ValueTask DisposeAsync()
     {
         _abort.Dispose();
-        _writer.Dispose();
-        await _stream.DisposeAsync();
+        await _channel.DisposeAsync();
     }
 }

@@ -90,7 +90,7 @@ internal sealed class NbdServer : IAsyncDisposable
     /// <summary>Connections closed at once by a limit are summed up here every few seconds, never logged one by one.</summary>
     private void ReportRefusals()
     {
-        var (rate, perAddress, total) = _context.Limiter.TakeRefusals();
+        var (rate, perAddress, total) = _context.Gate.Connections.TakeRefusals();
         if (rate + perAddress + total > 0)
         {
             ServerLog.ConnectionsRefused(_context.Logger, (int)RefusalReportInterval.TotalSeconds, rate, perAddress, total);
@@ -166,7 +166,7 @@ internal sealed class NbdServer : IAsyncDisposable
             socket.Dispose();
             return Task.CompletedTask;
         }
-        if (_context.Limiter.TryAdmit(peer?.Address) is not null)
+        if (_context.Gate.Connections.TryAdmit(peer?.Address) is not null)
         {
             // Over a limit: closed at once, before any byte is read or anything allocated; counted, not logged.
             socket.LingerState = new LingerOption(true, 0);
@@ -183,7 +183,7 @@ internal sealed class NbdServer : IAsyncDisposable
         catch (Exception e) when (e is SocketException or IOException)
         {
             // Reset between accept and setup, or a descriptor handed over that is not a connected socket.
-            _context.Limiter.Release(peer?.Address);
+            _context.Gate.Connections.Release(peer?.Address);
             socket.Dispose();
             return Task.CompletedTask;
         }
@@ -215,7 +215,7 @@ internal sealed class NbdServer : IAsyncDisposable
             _connections.TryRemove(connection.Id, out _);
             if (counted)
             {
-                _context.Limiter.Release(connection.Info.Address);
+                _context.Gate.Connections.Release(connection.Info.Address);
             }
             await connection.DisposeAsync();
         }

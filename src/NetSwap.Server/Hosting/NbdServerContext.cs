@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using NetSwap.Server.Access;
 using NetSwap.Server.Exports;
@@ -10,63 +9,44 @@ internal sealed class NbdServerContext
 {
     private long _nextConnectionId;
     private volatile bool _shuttingDown;
-    private volatile AccessPolicy _policy;
-    private readonly ConcurrentDictionary<string, int> _clientsPerExport = new(StringComparer.Ordinal);
 
     public NbdServerContext(IExportCatalog exports, NbdServerOptions options, ILogger logger, AccessPolicy? policy = null)
     {
         Exports = exports;
         Options = options;
         Logger = logger;
-        _policy = policy ?? AccessPolicy.AllowAll;
-        Limiter = new ConnectionLimiter(_policy.Limits);
-        TotalBandwidth = new TokenBucket(_policy.Limits.BandwidthTotal, Math.Max(_policy.Limits.BandwidthTotal / 10, 1));
+        Gate = new AdmissionGate(policy ?? AccessPolicy.AllowAll);
+        TotalBandwidth = new TokenBucket(Gate.Policy.Limits.BandwidthTotal, Math.Max(Gate.Policy.Limits.BandwidthTotal / 10, 1));
         PayloadMemory = new Transport.ByteBudget(options.PayloadMemoryBytes);
     }
 
-    /// <summary>The access rules and limits in force; replaced whole on SIGHUP.</summary>
+    /// <summary>Every admission rule: who may connect, to what, how many at once.</summary>
+    public AdmissionGate Gate { get; }
+
+    /// <summary>The access rules and limits in force (the gate's); replaced whole on SIGHUP.</summary>
     public AccessPolicy Policy
     {
-        get => _policy;
+        get => Gate.Policy;
         set
         {
-            _policy = value;
-            Limiter.Update(value.Limits);
+            Gate.Policy = value;
             TotalBandwidth.Update(value.Limits.BandwidthTotal, Math.Max(value.Limits.BandwidthTotal / 10, 1));
         }
     }
 
-    public ConnectionLimiter Limiter { get; }
-
     /// <summary>The server-wide payload allowance (payload-memory); every connection's own budget comes on top of it.</summary>
     public Transport.ByteBudget PayloadMemory { get; }
 
-    /// <summary>TLS credentials and rules in force; replaced whole on SIGHUP.</summary>
-    public Tls.TlsConfiguration Tls { get; set; } = NetSwap.Server.Tls.TlsConfiguration.Disabled;
+    /// <summary>TLS credentials and rules in force (the gate's); replaced whole on SIGHUP.</summary>
+    public Tls.TlsConfiguration Tls
+    {
+        get => Gate.Tls;
+        set => Gate.Tls = value;
+    }
     public TokenBucket TotalBandwidth { get; }
 
     /// <summary>Whether writes to disk-backed files are being throttled by the kernel right now (see WriteStalls).</summary>
     public Transmission.WriteStalls WriteStalls { get; } = new();
-
-    /// <summary>Counts a client into an export; false (and nothing counted) when max-clients-per-export is reached.</summary>
-    public bool TryEnterExport(string export)
-    {
-        var max = _policy.Limits.MaxClientsPerExport;
-        while (true)
-        {
-            var current = _clientsPerExport.GetOrAdd(export, 0);
-            if (max > 0 && current >= max)
-            {
-                return false;
-            }
-            if (_clientsPerExport.TryUpdate(export, current + 1, current))
-            {
-                return true;
-            }
-        }
-    }
-
-    public void LeaveExport(string export) => _clientsPerExport.AddOrUpdate(export, 0, static (_, n) => Math.Max(0, n - 1));
 
     public IExportCatalog Exports { get; }
     public NbdServerOptions Options { get; }

@@ -39,7 +39,7 @@ internal sealed class ReplyWriter : IDisposable
     private int _corkUsed;
 
     // A plain socket connection: header and a large data block leave in one sendmsg (gathered), not two writes.
-    private readonly Transport.ReactorStream? _socket;
+    private readonly Transport.IDirectSocket? _socket;
     // The gathered reply's header (used under the lock only).
     private readonly byte[] _gatherHeader = new byte[32];
 
@@ -52,11 +52,14 @@ internal sealed class ReplyWriter : IDisposable
     // NbdServerOptions.ReplyWriterHeld (tests only).
     private readonly Func<ValueTask>? _held;
 
-    public ReplyWriter(Stream stream, Func<ValueTask>? held = null)
+    /// <param name="stream">Where replies go.</param>
+    /// <param name="socket">The same plain socket's own calls, when there is one with nothing (no TLS) above it.</param>
+    /// <param name="held">NbdServerOptions.ReplyWriterHeld (tests only).</param>
+    public ReplyWriter(Stream stream, Transport.IDirectSocket? socket, Func<ValueTask>? held = null)
     {
         _stream = stream;
         _held = held;
-        _socket = stream as Transport.ReactorStream;
+        _socket = socket;
     }
 
     public ValueTask SendSimpleAsync(ulong cookie, NbdError error, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -73,7 +76,7 @@ internal sealed class ReplyWriter : IDisposable
         return SendAsync(header, NbdStructuredReplyHeader.Size + NbdChunk.OffsetDataPrefixSize, data, cancellationToken);
     }
 
-    public static int WriteOffsetDataHeader(Span<byte> destination, ulong cookie, ulong offset, int dataLength, bool done)
+    private static int WriteOffsetDataHeader(Span<byte> destination, ulong cookie, ulong offset, int dataLength, bool done)
     {
         new NbdStructuredReplyHeader(done ? NbdReplyFlags.Done : NbdReplyFlags.None, NbdReplyType.OffsetData, cookie,
             (uint)(NbdChunk.OffsetDataPrefixSize + dataLength)).Write(destination);
@@ -233,7 +236,7 @@ internal sealed class ReplyWriter : IDisposable
     }
 
     /// <summary>Writes header and data; the caller holds the lock.</summary>
-    public async ValueTask WriteLockedAsync(ReplyHeader header, int headerLength, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    private async ValueTask WriteLockedAsync(ReplyHeader header, int headerLength, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         var coalesce = data.Length <= CoalesceLimit;
         if (_corked && coalesce)
@@ -283,13 +286,42 @@ internal sealed class ReplyWriter : IDisposable
         }
     }
 
-    /// <summary>Takes the writer for a reply sent in several writes; dispose the result to let other replies through.</summary>
-    public async ValueTask<Releaser> LockAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Begins a simple reply whose <paramref name="totalLength"/> bytes of data are sent in pieces (a READ larger than one
+    /// buffer: header and data must be contiguous on the wire): takes the writer, writes the header and the first piece.
+    /// The caller sends the rest with <see cref="WriteRawLockedAsync"/> and disposes the result to let other replies through.
+    /// </summary>
+    public ValueTask<Releaser> BeginSimpleDataAsync(ulong cookie, ReadOnlyMemory<byte> first, CancellationToken cancellationToken)
+    {
+        var header = default(ReplyHeader);
+        new NbdSimpleReply(NbdError.None, cookie).Write(header);
+        return BeginAsync(header, NbdSimpleReply.Size, first, cancellationToken);
+    }
+
+    /// <summary>Begins one OFFSET_DATA chunk (not the last of its reply) of <paramref name="totalLength"/> bytes sent in pieces, as <see cref="BeginSimpleDataAsync"/>.</summary>
+    public ValueTask<Releaser> BeginOffsetDataAsync(ulong cookie, ulong offset, int totalLength, ReadOnlyMemory<byte> first, CancellationToken cancellationToken)
+    {
+        var header = default(ReplyHeader);
+        var headerLength = WriteOffsetDataHeader(header, cookie, offset, totalLength, done: false);
+        return BeginAsync(header, headerLength, first, cancellationToken);
+    }
+
+    private async ValueTask<Releaser> BeginAsync(ReplyHeader header, int headerLength, ReadOnlyMemory<byte> first, CancellationToken cancellationToken)
     {
         await _lock.WaitAsync(cancellationToken);
+        try
+        {
+            await WriteLockedAsync(header, headerLength, first, cancellationToken);
+        }
+        catch
+        {
+            _lock.Release();
+            throw;
+        }
         return new Releaser(_lock);
     }
 
+    /// <summary>The next piece of a reply begun with BeginSimpleDataAsync or BeginOffsetDataAsync (the caller holds the writer).</summary>
     public async ValueTask WriteRawLockedAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
     {
         await FlushCorkLockedAsync(cancellationToken);

@@ -14,13 +14,19 @@ internal sealed class NbdStreamReader : IDisposable
     public const int BufferSize = 16 * 1024;
 
     private readonly Stream _stream;
+    // The plain socket under _stream, when there is one with nothing above it: reads that never wait.
+    private readonly IDirectSocket? _socket;
     private byte[]? _buffer;
     private int _start;
     private int _end;
     // How far into _buffer bytes were ever received since it was rented: the part to clear when it goes back.
     private int _used;
 
-    public NbdStreamReader(Stream stream) => _stream = stream;
+    public NbdStreamReader(Stream stream, IDirectSocket? socket = null)
+    {
+        _stream = stream;
+        _socket = socket;
+    }
 
     public int Buffered => _end - _start;
 
@@ -157,7 +163,7 @@ internal sealed class NbdStreamReader : IDisposable
     /// </summary>
     public bool TryFillWithoutWaiting()
     {
-        if (_stream is not ReactorStream socket)
+        if (_socket is not { } socket)
         {
             return false;
         }

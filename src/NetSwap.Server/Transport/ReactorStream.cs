@@ -13,7 +13,7 @@ namespace NetSwap.Server.Transport;
 /// One reader and one writer at a time (the receive loop and the <see cref="Transmission.ReplyWriter"/>), on any threads.
 /// Ownership: the stream owns the socket and closes it on dispose; the socket is never used by .NET's own engine.
 /// </summary>
-internal sealed class ReactorStream : Stream
+internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
 {
     private const uint ReadEvents = SocketCalls.EpollIn | SocketCalls.EpollRdHup | SocketCalls.EpollHup | SocketCalls.EpollErr;
     private const uint WriteEvents = SocketCalls.EpollOut | SocketCalls.EpollHup | SocketCalls.EpollErr;
@@ -77,8 +77,13 @@ internal sealed class ReactorStream : Stream
 
     public Socket Socket => _socket;
 
-    /// <summary>The event loop this socket's waits end on.</summary>
-    public EventLoop Loop => _loop;
+    public bool IsOnLoop => _loop.IsCurrentThread;
+
+    public EventLoop.YieldAwaitable Yield() => _loop.Yield();
+
+    public void WhenIdle(IIdleWork work) => _loop.WhenIdle(work);
+
+    public void AssertOnLoop(string what) => _loop.AssertOnLoop(what);
 
     /// <summary>
     /// Whether a wait that ends with an event continues on the event loop's thread (true) or on the thread pool (false,
@@ -413,7 +418,7 @@ internal sealed class ReactorStream : Stream
         }
     }
 
-    private static IOException Failure(string call, int errno) => new($"{call} failed: {Marshal.GetPInvokeErrorMessage(errno)}");
+    private static TransportException Failure(string call, int errno) => TransportException.FromErrno(call, errno);
 
     /// <summary>Waits for the next event for <paramref name="waiter"/>'s direction, unless one came since <paramref name="sequence"/>.</summary>
     private ValueTask WaitAsync(Waiter waiter, int sequence, CancellationToken cancellationToken)

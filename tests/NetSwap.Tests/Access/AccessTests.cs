@@ -141,13 +141,13 @@ public class AccessTests
         Assert.True(await IsClosedAtOnceAsync(server, "127.0.0.51"), "fourth connection in all must be closed");
         await a1.DisposeAsync();
         var deadline = DateTime.UtcNow.AddSeconds(5);
-        while (server.Context.Limiter.Open > 2 && DateTime.UtcNow < deadline)
+        while (server.Context.Gate.Connections.Open > 2 && DateTime.UtcNow < deadline)
         {
             await Task.Delay(10);
         }
         var b3 = await server.ConnectFromAsync("127.0.0.51");
         await b3.ReadGreetingAsync();   // room again once one left
-        var (_, perAddress, total) = server.Context.Limiter.TakeRefusals();
+        var (_, perAddress, total) = server.Context.Gate.Connections.TakeRefusals();
         Assert.Equal((1, 1), (perAddress, total));
         foreach (var c in new[] { a2, b1, b3 })
         {
@@ -170,7 +170,7 @@ public class AccessTests
         Assert.True(await IsClosedAtOnceAsync(server, "127.0.0.60"));
         var other = await server.ConnectFromAsync("127.0.0.61");
         await other.ReadGreetingAsync();
-        Assert.Equal(1, server.Context.Limiter.TakeRefusals().Rate);
+        Assert.Equal(1, server.Context.Gate.Connections.TakeRefusals().Rate);
         foreach (var c in clients.Append(other))
         {
             await c.DisposeAsync();

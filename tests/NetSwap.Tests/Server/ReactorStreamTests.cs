@@ -101,6 +101,44 @@ public class ReactorStreamTests
         Assert.Equal(0, await client.ReadAsync(new byte[1]).AsTask().WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
+    [Fact]
+    public async Task APeerThatResets_FailsTheReadAndTheWrite_AsAReset()
+    {
+        var (server, client) = await PairAsync();
+        await using var _ = server;
+        var read = server.ReadAsync(new byte[16]).AsTask();
+        // Close(0): SO_LINGER 0, so the close sends RST, as a client that crashes or a firewall that cuts does.
+        client.Socket.Close(0);
+        var failure = await Assert.ThrowsAsync<TransportException>(() => read.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(TransportFailureKind.Reset, failure.Kind);
+        var write = await Assert.ThrowsAsync<TransportException>(async () => await server.WriteAsync(new byte[16]));
+        Assert.Equal(TransportFailureKind.Reset, write.Kind);
+    }
+
+    [Theory]
+    [InlineData(104, "Reset")]     // ECONNRESET
+    [InlineData(32, "Reset")]      // EPIPE
+    [InlineData(110, "TimedOut")]  // ETIMEDOUT: keepalive or retransmissions gave up
+    [InlineData(103, "Other")]     // ECONNABORTED: ss -K
+    [InlineData(113, "Other")]     // EHOSTUNREACH
+    public void Errnos_AreClassifiedWhereTheyAreKnown(int errno, string expected)
+    {
+        var kind = Enum.Parse<TransportFailureKind>(expected);
+        Assert.Equal(kind, TransportException.KindOf(errno));
+        Assert.Equal(kind, TransportException.Classify(TransportException.FromErrno("recv", errno)));
+    }
+
+    [Fact]
+    public void DotNetsOwnSocketErrors_AreClassifiedTheSameWay_ThroughTheirWrappers()
+    {
+        // NetworkStream wraps SocketException in IOException; SslStream wraps that in another IOException.
+        var reset = new IOException("ssl", new IOException("net", new SocketException((int)SocketError.ConnectionReset)));
+        Assert.Equal(TransportFailureKind.Reset, TransportException.Classify(reset));
+        Assert.Equal(TransportFailureKind.TimedOut, TransportException.Classify(new IOException("net", new SocketException((int)SocketError.TimedOut))));
+        Assert.Equal(TransportFailureKind.Other, TransportException.Classify(new IOException("plain")));
+        Assert.Equal(TransportFailureKind.Reset, TransportException.Classify(new IOException("ssl", TransportException.FromErrno("send", 104))));
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

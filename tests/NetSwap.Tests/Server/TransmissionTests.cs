@@ -227,6 +227,26 @@ public class TransmissionTests
     }
 
     [Fact]
+    public async Task AClientThatResets_IsLoggedAsAReset_NotAsAFailure()
+    {
+        await using var server = await ServerHarness.StartAsync(("disk", Size, false));
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, server.Port);
+        await using (var stream = new System.Net.Sockets.NetworkStream(socket, ownsSocket: false))
+        {
+            var client = new TestNbdClient(stream);
+            await client.StartAsync();
+            await client.GoAsync("disk");
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, 0, 4096, payload: new byte[4096])).Error);
+        }
+        // The client dies in transmission: RST, not FIN (Close(0): SO_LINGER 0).
+        socket.Close(0);
+        var log = () => string.Join("\n", server.Log.Lines);
+        Assert.True(await server.Log.WaitForAsync("(connection reset by the client)"), log());
+        Assert.False(server.Log.Contains("internal error"), log());
+    }
+
+    [Fact]
     public async Task AConnectionDestroyedUnderTheServer_IsLoggedAsLost_WithTheSocketError()
     {
         for (var round = 0; round < 5; round++)

@@ -1,28 +1,40 @@
 using System.Buffers;
 using System.Numerics;
 using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
-using NetSwap.Server.Transmission;
+using NetSwap.Server.Handshake;
+using NetSwap.Server.Hosting;
 using NetSwap.Server.Transport;
 
-namespace NetSwap.Server.Hosting;
+namespace NetSwap.Server.Transmission;
 
 /// <summary>
-/// The transmission phase: one receive loop parses, validates and dispatches requests; they execute in parallel and reply
-/// through the single <see cref="ReplyWriter"/>. Payload buffers come from a per-connection <see cref="ByteBudget"/>, so
-/// a connection holds at most Options.ConnectionBufferBytes of payload however large or many its requests are.
+/// The transmission phase of one connection: one receive loop parses and validates requests and dispatches them; each
+/// runs through one path, validate → execute → reply, in parallel with the others, and replies through the channel's
+/// single <see cref="ReplyWriter"/>, which alone frames replies. Payload buffers come from a per-connection
+/// <see cref="ByteBudget"/>, so a connection holds at most Options.ConnectionBufferBytes of payload however large or
+/// many its requests are. It sees where it runs only through <see cref="ILoopAffinity"/>.
 /// </summary>
-internal sealed partial class NbdConnection
+internal sealed class RequestLoop : IIdleWork
 {
     /// <summary>Largest piece a request moves at once; larger requests are streamed through buffers of this size.</summary>
     public const int ChunkSize = 256 * 1024;
     /// <summary>Reads at least this long look for holes first, so sparse areas cost a 12-byte chunk instead of zeros.</summary>
     private const int HoleDetectionThreshold = 64 * 1024;
 
-    private ByteBudget _budget = null!;
-    private SemaphoreSlim _slots = null!;
-    private NegotiatedSession _session;
+    private readonly NbdServerContext _context;
+    private readonly ILogger _logger;
+    private readonly ConnectionChannel _channel;
+    private readonly NegotiatedSession _session;
+    private readonly ConnectionInfo _info;
+    // The connection's end: cancelled by the connection's Abort, or here when the stream broke.
+    private readonly CancellationTokenSource _abort;
+    private readonly Action<string, Exception?> _cutConnection;
+    private readonly ILoopAffinity? _loop;
+    private readonly ByteBudget _budget;
+    private readonly SemaphoreSlim _slots;
     // Requests accepted and not yet answered, plus one for the receive loop itself while it runs.
     private int _pending = 1;
     private readonly TaskCompletionSource _idle = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -35,32 +47,57 @@ internal sealed partial class NbdConnection
     // bandwidth-per-client: made when the limit is set, rate followed on reload.
     private Access.TokenBucket? _bandwidth;
 
+    /// <param name="cutConnection">The connection's Abort: ends the connection with a reason (and the error behind it).</param>
+    public RequestLoop(NbdServerContext context, ConnectionChannel channel, NegotiatedSession session, ConnectionInfo info,
+        CancellationTokenSource abort, Action<string, Exception?> cutConnection)
+    {
+        _context = context;
+        _logger = context.Logger;
+        _channel = channel;
+        _session = session;
+        _info = info;
+        _abort = abort;
+        _cutConnection = cutConnection;
+        _loop = channel.Loop;
+        _budget = new ByteBudget(context.Options.ConnectionBufferBytes);
+        _slots = new SemaphoreSlim(context.Options.MaxRequestsInFlight);
+    }
+
+    private long Id => _info.Id;
+    private string Client => _info.RemoteAddress;
+    private NbdStreamReader _reader => _channel.Reader;
+    private ReplyWriter _writer => _channel.Writer;
+
+    /// <summary>Why the loop ended, once <see cref="RunAsync"/> returned.</summary>
+    public string CloseReason { get; private set; } = "client closed without NBD_CMD_DISC";
+
+    /// <summary>The client ended with NBD_CMD_DISC: its swap area is destroyed at once rather than kept for a reconnect.</summary>
+    public bool CleanDisconnect { get; private set; }
+
     public long BytesRead => Interlocked.Read(ref _bytesRead);
 
     /// <summary>Most payload buffer bytes this connection ever held at once (bounded by ConnectionBufferBytes).</summary>
-    public int PeakPayloadBytes => _budget?.PeakInUse ?? 0;
+    public int PeakPayloadBytes => _budget.PeakInUse;
 
-    /// <summary>Buffer bytes held right now: payload buffers, the spare and the receive buffer. Zero for an idle connection.</summary>
-    public int HeldBufferBytes => (_budget is null ? 0 : _budget.Capacity - _budget.Available) + (_reader.HoldsBuffer ? NbdStreamReader.BufferSize : 0)
-        + (Volatile.Read(ref _spare)?.Length ?? 0);
+    /// <summary>Payload buffer bytes held right now, the spare included. Zero for an idle connection.</summary>
+    public int HeldPayloadBytes => _budget.Capacity - _budget.Available + (Volatile.Read(ref _spare)?.Length ?? 0);
     public long BytesWritten => Interlocked.Read(ref _bytesWritten);
 
     /// <summary>Completes when nothing is in flight and the receive loop has ended (or never started).</summary>
-    public Task WhenIdleAsync() => _session.Lease is null ? Task.CompletedTask : _idle.Task;
+    public Task WhenIdleAsync() => _idle.Task;
 
     /// <summary>True while requests are being executed; the server waits for these at shutdown.</summary>
     public bool HasRequestsInFlight => Volatile.Read(ref _pending) > 1;
 
-    private async Task TransmissionAsync(NegotiatedSession session)
+    /// <summary>
+    /// Receives requests until the client leaves, then waits for every request in flight (DISC: "the server MUST
+    /// handle all outstanding requests" before closing). Throws when the stream breaks or the client breaks the rules.
+    /// </summary>
+    public async Task RunAsync()
     {
-        _session = session;
-        if (_transport is not null)
-        {
-            // From here the receive loop runs on the event loop's thread whenever the socket wakes it (see Dispatch).
-            _transport.InlineCompletions = true;
-        }
-        _budget = new ByteBudget(_context.Options.ConnectionBufferBytes);
-        _slots = new SemaphoreSlim(_context.Options.MaxRequestsInFlight);
+        var session = _session;
+        // From here the receive loop runs on the event loop's thread whenever the socket wakes it (see Dispatch).
+        _channel.EnterTransmission();
         var abort = _abort.Token;
         var header = new byte[NbdRequest.Size];
         var size = (ulong)session.Backend.Size;
@@ -75,16 +112,16 @@ internal sealed partial class NbdConnection
                 // Replies of requests run inline gather in the writer while the loop works, and leave in one write
                 // when it has nothing more to do: before it waits for the client, it takes whatever the client sent in
                 // the meantime (a plain socket, without waiting), so a pipelining client gets its replies in batches.
-                if (_transport is { } transport && ++turn >= RequestsPerTurn)
+                if (_loop is { } loop && ++turn >= RequestsPerTurn)
                 {
                     turn = 0;
-                    if (transport.Waits == waits && transport.Loop.IsCurrentThread)
+                    if (loop.Waits == waits && loop.IsOnLoop)
                     {
                         // This client kept its socket full for a whole turn: let the loop's other clients have theirs.
                         await _writer.UncorkAsync(abort);
-                        await transport.Loop.Yield();
+                        await loop.Yield();
                     }
-                    waits = transport.Waits;
+                    waits = loop.Waits;
                 }
                 _writer.Cork();
                 while (_reader.Buffered < NbdRequest.Size)
@@ -97,15 +134,15 @@ internal sealed partial class NbdConnection
                 }
                 if (!await _reader.TryReadExactlyAsync(header, abort))
                 {
-                    _closeReason = "client closed without NBD_CMD_DISC";
+                    CloseReason = "client closed without NBD_CMD_DISC";
                     clean = true;
                     return;
                 }
                 NbdRequest.TryRead(header, out var request);
                 if (request.Command == NbdCommand.Disc)
                 {
-                    _closeReason = "client disconnected (NBD_CMD_DISC)";
-                    _cleanDisconnect = true;
+                    CloseReason = "client disconnected (NBD_CMD_DISC)";
+                    CleanDisconnect = true;
                     clean = true;
                     return;
                 }
@@ -145,7 +182,7 @@ internal sealed partial class NbdConnection
                     await _writer.UncorkAsync(abort);
                 }
             }
-            catch (Exception e) when (IsConnectionError(e))
+            catch (Exception e) when (NbdConnection.IsConnectionError(e, _abort.Token))
             {
                 // Cut meanwhile (a read that failed after its reply header, a reply that could not be sent, shutdown):
                 // nothing more can go out.
@@ -158,11 +195,11 @@ internal sealed partial class NbdConnection
                     // The stream is broken: requests still running cannot reply, so stop them rather than wait.
                     await _abort.CancelAsync();
                 }
-                // Whatever happened above, or the connection never ends (AFL++ found a cut during DISC that skipped it).
+                // Whatever happened above: a cut during DISC must not leave the count up, or the connection never ends.
                 EndPending();
             }
-            // DISC: "the server MUST handle all outstanding requests" before closing.
             await _idle.Task;
+            ReleaseSpare();
         }
     }
 
@@ -170,7 +207,7 @@ internal sealed partial class NbdConnection
     /// Reads a WRITE's payload. A payload up to one chunk is written in parallel; a larger one is streamed here.
     /// The request holds a slot and a pending count from the moment the receive loop took it: every way out of here,
     /// a failure at any await included, either hands both to <see cref="Dispatch"/> or gives them back (a failed
-    /// uncork once leaked the count, and the connection then waited for it for ever).
+    /// uncork must not leak the count: the connection would then wait for it for ever).
     /// </summary>
     private async ValueTask ReceiveWriteAsync(NbdRequest request, CancellationToken abort)
     {
@@ -233,10 +270,6 @@ internal sealed partial class NbdConnection
             {
                 errno = await OffLoopAsync(_session.Backend.Flush, mayWait: true);
             }
-            if (errno == 0)
-            {
-                Interlocked.Add(ref _bytesWritten, length);
-            }
             await ReplyAsync(request, errno, abort);
         }
         finally
@@ -262,13 +295,13 @@ internal sealed partial class NbdConnection
     /// </summary>
     private void Dispatch(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
     {
-        if (RunsInline(request) || (_transport is null && Volatile.Read(ref _pending) <= 2))
+        if (RunsInline(request) || (_loop is null && Volatile.Read(ref _pending) <= 2))
         {
             _ = ExecuteAsync(request, payload);
         }
         else
         {
-            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Connection.ExecuteAsync(state.Request, state.Payload), (Connection: this, Request: request, Payload: payload), preferLocal: false);
+            ThreadPool.UnsafeQueueUserWorkItem(static state => _ = state.Loop.ExecuteAsync(state.Request, state.Payload), (Loop: this, Request: request, Payload: payload), preferLocal: false);
         }
     }
 
@@ -277,22 +310,30 @@ internal sealed partial class NbdConnection
     /// when the caller is an event loop's thread, which serves other clients too (the same rule as <see cref="RunsInline"/>).
     /// </summary>
     private ValueTask<int> OffLoopAsync(Func<int> work, bool mayWait) =>
-        mayWait && _transport?.Loop.IsCurrentThread == true ? new(Task.Run(work)) : new(work());
+        mayWait && _loop?.IsOnLoop == true ? new(Task.Run(work)) : new(work());
 
     /// <summary>
     /// Every write of WRITE data to the backend. A write to disk-backed storage is timed: one that only had to copy into
     /// the page cache is quick, a slow one tells the next small writes to stay off the event loops (FUA writes wait
-    /// for the disk by design and say nothing about throttling).
+    /// for the disk by design and say nothing about throttling). The bytes written are counted here, once.
     /// </summary>
     private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, bool fua)
     {
+        int errno;
         if (!backend.WritesMayWait || fua)
         {
-            return backend.Write(offset, data, fua);
+            errno = backend.Write(offset, data, fua);
         }
-        var started = System.Diagnostics.Stopwatch.GetTimestamp();
-        var errno = backend.Write(offset, data, fua: false);
-        _context.WriteStalls.Note(started);
+        else
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            errno = backend.Write(offset, data, fua: false);
+            _context.WriteStalls.Note(started);
+        }
+        if (errno == 0)
+        {
+            Interlocked.Add(ref _bytesWritten, data.Length);
+        }
         return errno;
     }
 
@@ -356,10 +397,6 @@ internal sealed partial class NbdConnection
                     return;
                 case NbdCommand.Write:
                     errno = Write(backend, offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
-                    if (errno == 0)
-                    {
-                        Interlocked.Add(ref _bytesWritten, request.Length);
-                    }
                     break;
                 case NbdCommand.Flush:
                     errno = backend.Flush();
@@ -382,15 +419,15 @@ internal sealed partial class NbdConnection
             }
             await ReplyAsync(request, errno, abort);
         }
-        catch (Exception e) when (IsConnectionError(e))
+        catch (Exception e) when (NbdConnection.IsConnectionError(e, _abort.Token))
         {
             // The reply could not be sent: the connection is gone; the receive loop will notice.
-            Abort("connection lost", e);
+            _cutConnection(NbdConnection.LostReason(e), e);
         }
         catch (Exception e)
         {
             ConnectionLog.UnexpectedFailure(_logger, e, Id, Client);
-            Abort("internal error");
+            _cutConnection("internal error", null);
         }
         finally
         {
@@ -418,33 +455,36 @@ internal sealed partial class NbdConnection
         await _writer.SendBlockStatusAsync(request.Cookie, _session.AllocationContext, extents, abort);
     }
 
+    /// <summary>
+    /// NBD_CMD_READ, by the cheapest of its paths: straight from the file (sendfile), a simple reply, one unfragmented
+    /// chunk (NBD_CMD_FLAG_DF), or chunks with holes left out. Each says whether all the data went out; the bytes are
+    /// counted here, once.
+    /// </summary>
     private async ValueTask ExecuteReadAsync(NbdRequest request, CancellationToken abort)
     {
         var length = (int)request.Length;
+        bool sent;
         if (length >= ReplyWriter.CoalesceLimit && length <= ChunkSize && _writer.CanSendFile && _session.Backend.DirectFile is { } file)
         {
-            await SendReadFromFileAsync(request, file, abort);
-            return;
+            sent = await SendReadFromFileAsync(request, file, abort);
         }
-        var (buffer, reserved) = await RentAsync(Math.Min(length, ChunkSize), abort);
-        try
+        else
         {
-            if (!_session.StructuredReplies)
+            var (buffer, reserved) = await RentAsync(Math.Min(length, ChunkSize), abort);
+            try
             {
-                await SimpleReadAsync(request, buffer, abort);
+                sent = !_session.StructuredReplies ? await SimpleReadAsync(request, buffer, abort)
+                    : (request.Flags & NbdCommandFlags.DontFragment) != 0 ? await UnfragmentedReadAsync(request, buffer, abort)
+                    : await StructuredReadAsync(request, buffer, abort);
             }
-            else if ((request.Flags & NbdCommandFlags.DontFragment) != 0)
+            finally
             {
-                await UnfragmentedReadAsync(request, buffer, abort);
-            }
-            else
-            {
-                await StructuredReadAsync(request, buffer, abort);
+                Return(buffer, reserved);
             }
         }
-        finally
+        if (sent)
         {
-            Return(buffer, reserved);
+            Interlocked.Add(ref _bytesRead, length);
         }
     }
 
@@ -454,9 +494,8 @@ internal sealed partial class NbdConnection
     /// (none split when the client asked for NBD_CMD_FLAG_DF). A failure once the header is out cuts the connection,
     /// as the spec asks of a simple reply; it needs a read error of data the page cache holds.
     /// </summary>
-    private async ValueTask SendReadFromFileAsync(NbdRequest request, System.Runtime.InteropServices.SafeHandle file, CancellationToken abort)
+    private async ValueTask<bool> SendReadFromFileAsync(NbdRequest request, SafeHandle file, CancellationToken abort)
     {
-        var backend = _session.Backend;
         var length = (int)request.Length;
         var start = (long)request.Offset;
         var end = start + length;
@@ -485,97 +524,90 @@ internal sealed partial class NbdConnection
                 await _writer.SendOffsetDataFromFileAsync(request.Cookie, file, start, length, done: true, abort);
             }
         }
-        backend.OnDirectRead(fromFile);
-        Interlocked.Add(ref _bytesRead, length);
+        _session.Backend.OnDirectRead(fromFile);
+        return true;
     }
 
-    private async ValueTask SimpleReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    private async ValueTask<bool> SimpleReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
     {
         var length = (int)request.Length;
         var first = Math.Min(length, buffer.Length);
         var errno = ReadBackend(request, 0, buffer.AsSpan(0, first));
-        if (errno != 0 || first == length)
+        if (errno != 0)
         {
-            await ReplyAsync(request, errno, abort, errno == 0 ? buffer.AsMemory(0, length) : default);
-            return;
+            await SendErrorAsync(request, errno, abort);
+            return false;
         }
-        // Larger than one buffer: header and data must be contiguous on the wire, so hold the writer throughout.
-        using (await _writer.LockAsync(abort))
+        if (first == length)
         {
-            var header = default(ReplyHeader);
-            new NbdSimpleReply(NbdError.None, request.Cookie).Write(header);
-            await _writer.WriteLockedAsync(header, NbdSimpleReply.Size, buffer.AsMemory(0, first), abort);
+            await _writer.SendSimpleAsync(request.Cookie, NbdError.None, buffer.AsMemory(0, length), abort);
+            return true;
+        }
+        using (await _writer.BeginSimpleDataAsync(request.Cookie, buffer.AsMemory(0, first), abort))
+        {
             for (var done = first; done < length;)
             {
                 var n = Math.Min(buffer.Length, length - done);
                 if (ReadBackend(request, done, buffer.AsSpan(0, n)) != 0)
                 {
                     // The header already said success: the spec requires a hard disconnect now.
-                    Abort("read error after reply header was sent");
-                    return;
+                    _cutConnection("read error after reply header was sent", null);
+                    return false;
                 }
                 await _writer.WriteRawLockedAsync(buffer.AsMemory(0, n), abort);
                 done += n;
             }
         }
-        Interlocked.Add(ref _bytesRead, length);
+        return true;
     }
 
-    private async ValueTask UnfragmentedReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    private async ValueTask<bool> UnfragmentedReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
     {
         var length = (int)request.Length;
         if (TryFindData((long)request.Offset, (long)request.Offset + length, length, out var dataStart)
             && dataStart == (long)request.Offset + length)
         {
             await _writer.SendOffsetHoleAsync(request.Cookie, request.Offset, request.Length, done: true, abort);
-            Interlocked.Add(ref _bytesRead, length);
-            return;
+            return true;
         }
         var first = Math.Min(length, buffer.Length);
-        var errno = ReadBackend(request, 0, buffer.AsSpan(0, first));
-        if (errno != 0)
-        {
-            await SendErrorAsync(request, MapErrno(errno), $"read failed: errno {errno}", abort);
-            return;
-        }
-        if (first == length)
+        var failed = ReadBackend(request, 0, buffer.AsSpan(0, first));
+        if (failed == 0 && first == length)
         {
             await _writer.SendOffsetDataAsync(request.Cookie, request.Offset, buffer.AsMemory(0, length), done: true, abort);
-            Interlocked.Add(ref _bytesRead, length);
-            return;
+            return true;
         }
-        // One content chunk streamed in pieces. An error after it started is reported after padding it with zeros.
-        var failed = 0;
-        using (await _writer.LockAsync(abort))
+        if (failed == 0)
         {
-            var header = default(ReplyHeader);
-            var headerLength = ReplyWriter.WriteOffsetDataHeader(header, request.Cookie, request.Offset, length, done: false);
-            await _writer.WriteLockedAsync(header, headerLength, buffer.AsMemory(0, first), abort);
-            for (var done = first; done < length;)
+            // One content chunk streamed in pieces. An error after it started is reported after padding it with zeros.
+            using (await _writer.BeginOffsetDataAsync(request.Cookie, request.Offset, length, buffer.AsMemory(0, first), abort))
             {
-                var n = Math.Min(buffer.Length, length - done);
-                if (failed == 0)
+                for (var done = first; done < length;)
                 {
-                    failed = ReadBackend(request, done, buffer.AsSpan(0, n));
+                    var n = Math.Min(buffer.Length, length - done);
+                    if (failed == 0)
+                    {
+                        failed = ReadBackend(request, done, buffer.AsSpan(0, n));
+                    }
+                    if (failed != 0)
+                    {
+                        buffer.AsSpan(0, n).Clear();
+                    }
+                    await _writer.WriteRawLockedAsync(buffer.AsMemory(0, n), abort);
+                    done += n;
                 }
-                if (failed != 0)
-                {
-                    buffer.AsSpan(0, n).Clear();
-                }
-                await _writer.WriteRawLockedAsync(buffer.AsMemory(0, n), abort);
-                done += n;
             }
         }
         if (failed != 0)
         {
-            await SendErrorAsync(request, MapErrno(failed), $"read failed: errno {failed}", abort);
-            return;
+            await SendErrorAsync(request, failed, abort);
+            return false;
         }
         await _writer.SendStructuredNoneAsync(request.Cookie, abort);
-        Interlocked.Add(ref _bytesRead, length);
+        return true;
     }
 
-    private async ValueTask StructuredReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
+    private async ValueTask<bool> StructuredReadAsync(NbdRequest request, byte[] buffer, CancellationToken abort)
     {
         var start = (long)request.Offset;
         var end = start + request.Length;
@@ -599,13 +631,13 @@ internal sealed partial class NbdConnection
             var errno = ReadBackend(request, (int)(position - start), buffer.AsSpan(0, n));
             if (errno != 0)
             {
-                await SendErrorAsync(request, MapErrno(errno), $"read failed at offset {position}: errno {errno}", abort);
-                return;
+                await SendErrorAsync(request, errno, abort, $" at offset {position}");
+                return false;
             }
             await _writer.SendOffsetDataAsync(request.Cookie, (ulong)position, buffer.AsMemory(0, n), done: position + n == end, abort);
             position += n;
         }
-        Interlocked.Add(ref _bytesRead, request.Length);
+        return true;
     }
 
     /// <summary>
@@ -629,23 +661,20 @@ internal sealed partial class NbdConnection
         return errno;
     }
 
-    /// <summary>Answers a finished non-READ request (or a READ error); <paramref name="data"/> only for a simple READ reply.</summary>
-    private ValueTask ReplyAsync(NbdRequest request, int errno, CancellationToken abort, ReadOnlyMemory<byte> data = default)
+    /// <summary>Answers a finished request that carries no data back (everything but READ and BLOCK_STATUS).</summary>
+    private ValueTask ReplyAsync(NbdRequest request, int errno, CancellationToken abort)
     {
         if (errno == 0)
         {
-            if (request.Command == NbdCommand.Read)
-            {
-                Interlocked.Add(ref _bytesRead, data.Length);
-            }
-            return _writer.SendSimpleAsync(request.Cookie, NbdError.None, data, abort);
+            return _writer.SendSimpleAsync(request.Cookie, NbdError.None, default, abort);
         }
-        if (request.Command != NbdCommand.Read)
-        {
-            LogFailure(request, errno);
-        }
-        return SendErrorAsync(request, MapErrno(errno), $"{request.Command} failed: errno {errno}", abort);
+        LogFailure(request, errno);
+        return SendErrorAsync(request, errno, abort);
     }
+
+    /// <summary>The reply of a request the backend failed (the failure is logged where it happened).</summary>
+    private ValueTask SendErrorAsync(NbdRequest request, int errno, CancellationToken abort, string where = "") =>
+        SendErrorAsync(request, MapErrno(errno), $"{request.Command} failed{where}: errno {errno}", abort);
 
     /// <summary>An error reply: a structured error chunk (with a message) once negotiated, else a simple reply.</summary>
     private ValueTask SendErrorAsync(NbdRequest request, NbdError error, string message, CancellationToken abort) =>
@@ -707,7 +736,7 @@ internal sealed partial class NbdConnection
     {
         _budget.Release(reserved);
         _context.PayloadMemory.Release(reserved);
-        if (_transport?.Loop is { IsCurrentThread: true } loop && Interlocked.CompareExchange(ref _spare, buffer, null) is null)
+        if (_loop is { IsOnLoop: true } loop && Interlocked.CompareExchange(ref _spare, buffer, null) is null)
         {
             if (!_spareQueued)
             {
@@ -726,12 +755,12 @@ internal sealed partial class NbdConnection
     /// <summary>The event loop is going to sleep: the spare goes back to the pool, cleared.</summary>
     public void OnLoopIdle()
     {
-        _transport?.Loop.AssertOnLoop("a connection's spare-buffer flag");
+        _loop?.AssertOnLoop("a connection's spare-buffer flag");
         _spareQueued = false;
         ReleaseSpare();
     }
 
-    private void ReleaseSpare()
+    public void ReleaseSpare()
     {
         if (Interlocked.Exchange(ref _spare, null) is { } spare)
         {

@@ -1,13 +1,14 @@
 using System.Buffers;
 using System.Net.Security;
 using System.Security.Authentication;
+using Microsoft.Extensions.Logging;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Hosting;
 using NetSwap.Server.Tls;
-using NetSwap.Server.Transmission;
 using NetSwap.Server.Transport;
 
-namespace NetSwap.Server.Hosting;
+namespace NetSwap.Server.Handshake;
 
 /// <summary>
 /// What option haggling agreed on: the export, its backend, how replies are framed, and the ID of the base:allocation
@@ -18,22 +19,36 @@ internal readonly record struct NegotiatedSession(ExportOffer Offer, ExportLease
     public BlockBackend Backend => Lease.Backend;
 }
 
-/// <summary>The fixed newstyle handshake (spec, "Fixed newstyle negotiation" and "Option types").</summary>
-internal sealed partial class NbdConnection
+/// <summary>
+/// The handshake of one connection (spec, "Fixed newstyle negotiation" and "Option types", and the oldstyle one): it
+/// answers options until the client enters transmission, and hands on what was agreed in a <see cref="NegotiatedSession"/>
+/// whose lease holds everything allocated for the client. It owns nothing else: the bytes are the channel's, the
+/// connection's life is the connection's.
+/// </summary>
+internal sealed class OptionNegotiator(NbdServerContext context, ConnectionChannel channel, ConnectionInfo info, Action<string> cutConnection)
 {
     private const NbdHandshakeFlags ServerHandshakeFlags = NbdHandshakeFlags.FixedNewstyle | NbdHandshakeFlags.NoZeroes;
     private const NbdClientFlags KnownClientFlags = NbdClientFlags.FixedNewstyle | NbdClientFlags.NoZeroes;
 
+    private readonly NbdServerContext _context = context;
+    private readonly ILogger _logger = context.Logger;
+    private readonly Access.AdmissionGate _gate = context.Gate;
     private bool _noZeroes;
     private bool _structuredReplies;
     // Why the access rules refuse this client (null: admitted). A refused client still gets answers: NBD_REP_ERR_POLICY.
     private string? _refusal;
-    // TLS is established (after NBD_OPT_STARTTLS); never undone for the life of the connection.
-    private bool _tls;
     // The export NBD_OPT_SET_META_CONTEXT last selected base:allocation for (null: no context selected). It holds
     // only if GO or EXPORT_NAME then names the same export.
     private string? _allocationExport;
     private const uint AllocationContextId = 1;
+    private string _closeReason = "client closed the connection";
+
+    private ConnectionInfo Info => info;
+    private long Id => info.Id;
+    private string Client => info.RemoteAddress;
+
+    /// <summary>Why the handshake ended without a session (meaningful once <see cref="NegotiateAsync"/> returned null).</summary>
+    public string CloseReason => _closeReason;
 
     /// <summary>
     /// Looks an export up for this client and applies the export's own rules; with <paramref name="attach"/>, also the
@@ -43,7 +58,7 @@ internal sealed partial class NbdConnection
     private async ValueTask<(ExportLookup Lookup, ExportLease? Lease)> AttachAsync(string name, CancellationToken cancellationToken)
     {
         var lookup = await ResolveAsync(name, attach: true, cancellationToken);
-        return (lookup, lookup.Backend is { } backend ? new ExportLease(_context, lookup.Offer!.PolicyName, backend) : null);
+        return (lookup, lookup.Backend is { } backend ? new ExportLease(_gate, lookup.Offer!.PolicyName, backend) : null);
     }
 
     private async ValueTask<ExportLookup> ResolveAsync(string name, bool attach, CancellationToken cancellationToken)
@@ -54,41 +69,43 @@ internal sealed partial class NbdConnection
             return lookup;
         }
         var offer = lookup.Offer!;
-        if (!_tls && _context.Tls.Mode != TlsMode.Off && _context.Tls.TlsOnlyExports.Contains(offer.PolicyName))
+        if (_gate.AdmitExport(offer.PolicyName, name, Info.Address, channel.IsTls) is { } refusal)
         {
-            return ExportLookup.Refused(NbdOptionReplyType.ErrTlsReqd, $"export '{name}' is served only over TLS");
-        }
-        if (_context.Policy.CheckExport(offer.PolicyName, Info.Address) is { } denied)
-        {
-            ConnectionLog.AccessDenied(_logger, Id, Client, denied);
-            return ExportLookup.Refused(NbdOptionReplyType.ErrPolicy, $"access to '{name}' denied by the server's rules");
+            if (refusal.DeniedBy is { } denied)
+            {
+                ConnectionLog.AccessDenied(_logger, Id, Client, denied);
+            }
+            return ExportLookup.Refused(refusal.Error, refusal.Message);
         }
         if (!attach)
         {
             return lookup;
         }
-        if (!_context.TryEnterExport(offer.PolicyName))
+        if (!_gate.TryEnterExport(offer.PolicyName))
         {
             return ExportLookup.Refused(NbdOptionReplyType.ErrPolicy, $"max-clients-per-export reached for '{offer.PolicyName}'");
         }
-        lookup = await offer.AttachAsync(new AttachContext(Info, () => Abort("the same client reconnected"), cancellationToken));
+        lookup = await offer.AttachAsync(new AttachContext(Info, () => cutConnection("the same client reconnected"), cancellationToken));
         if (!lookup.Succeeded)
         {
-            _context.LeaveExport(offer.PolicyName);
+            _gate.LeaveExport(offer.PolicyName);
         }
         return lookup;
     }
 
-    /// <summary>Runs option haggling under the handshake deadline. Null: the client left, was refused, or broke the rules.</summary>
-    private async Task<NegotiatedSession?> HandshakeAsync()
+    /// <summary>
+    /// Runs the handshake under its deadline. Null: the client left, was refused, or broke the rules (<see cref="CloseReason"/>
+    /// says which). <paramref name="abort"/> is the connection's own end.
+    /// </summary>
+    public async Task<NegotiatedSession?> NegotiateAsync(bool oldstyle, CancellationToken abort)
     {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(abort);
         deadline.CancelAfter(_context.Options.HandshakeTimeout);
         try
         {
-            return await NegotiateAsync(deadline.Token);
+            return oldstyle ? await OldstyleAsync(deadline.Token) : await NewstyleAsync(deadline.Token);
         }
-        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !_abort.IsCancellationRequested)
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !abort.IsCancellationRequested)
         {
             _closeReason = "handshake timeout";
             ConnectionLog.HandshakeTimedOut(_logger, Id, Client, _context.Options.HandshakeTimeout);
@@ -100,19 +117,17 @@ internal sealed partial class NbdConnection
     /// Oldstyle (nbd-client before 3.10, old LTSP images): nothing is negotiated; the server sends size and flags at once.
     /// The connection gets a swap area of the default size, so this listener exists only with swap on.
     /// </summary>
-    private async Task<NegotiatedSession?> OldstyleHandshakeAsync()
+    private async Task<NegotiatedSession?> OldstyleAsync(CancellationToken cancellationToken)
     {
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(_abort.Token);
-        deadline.CancelAfter(_context.Options.HandshakeTimeout);
-        if (_context.Policy.CheckClient(Info.Address) is { } refusal)
+        if (_gate.AdmitClient(Info.Address) is { } refusal)
         {
             return Refuse($"refused by the access rules: {refusal}");
         }
-        if (_context.Tls.Mode == TlsMode.Require || _context.Tls.TlsOnlyExports.Contains(Protocol.Swap.SwapExportName.Prefix))
+        if (_gate.SwapRequiresTls)
         {
             return Refuse("the oldstyle handshake cannot do TLS, which this server requires");
         }
-        var (lookup, lease) = await AttachAsync(Protocol.Swap.SwapExportName.Prefix, deadline.Token);
+        var (lookup, lease) = await AttachAsync(Protocol.Swap.SwapExportName.Prefix, cancellationToken);
         if (lease is null)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, "(oldstyle)", lookup.Error, lookup.Message ?? "");
@@ -124,7 +139,7 @@ internal sealed partial class NbdConnection
         new NbdOldstyleGreeting((ulong)lookup.Backend!.Size, flags).Write(greeting);
         try
         {
-            await _stream.WriteAsync(greeting, deadline.Token);
+            await channel.WriteAsync(greeting, cancellationToken);
         }
         catch
         {
@@ -135,13 +150,13 @@ internal sealed partial class NbdConnection
         return new NegotiatedSession(lookup.Offer, lease, flags, false);
     }
 
-    private async Task<NegotiatedSession?> NegotiateAsync(CancellationToken cancellationToken)
+    private async Task<NegotiatedSession?> NewstyleAsync(CancellationToken cancellationToken)
     {
         var small = new byte[32];
         new NbdNewstyleGreeting(ServerHandshakeFlags).Write(small);
-        await _stream.WriteAsync(small.AsMemory(0, NbdNewstyleGreeting.Size), cancellationToken);
+        await channel.WriteAsync(small.AsMemory(0, NbdNewstyleGreeting.Size), cancellationToken);
 
-        if (!await _reader.TryReadExactlyAsync(small.AsMemory(0, 4), cancellationToken))
+        if (!await channel.Reader.TryReadExactlyAsync(small.AsMemory(0, 4), cancellationToken))
         {
             return Refuse("client closed before sending its flags");
         }
@@ -152,7 +167,7 @@ internal sealed partial class NbdConnection
             return Refuse($"unknown client flags 0x{(uint)clientFlags:x8}");
         }
         _noZeroes = (clientFlags & NbdClientFlags.NoZeroes) != 0;
-        _refusal = _context.Policy.CheckClient(Info.Address);
+        _refusal = _gate.AdmitClient(Info.Address);
         if (_refusal is not null)
         {
             ConnectionLog.AccessDenied(_logger, Id, Client, _refusal);
@@ -160,7 +175,7 @@ internal sealed partial class NbdConnection
 
         for (var count = 1; ; count++)
         {
-            if (!await _reader.TryReadExactlyAsync(small.AsMemory(0, NbdOptionHeader.Size), cancellationToken))
+            if (!await channel.Reader.TryReadExactlyAsync(small.AsMemory(0, NbdOptionHeader.Size), cancellationToken))
             {
                 _closeReason = "client left during option haggling";
                 return null;
@@ -180,7 +195,7 @@ internal sealed partial class NbdConnection
             try
             {
                 var payload = data.AsMemory(0, (int)option.Length);
-                await _reader.ReadExactlyAsync(payload, cancellationToken);
+                await channel.Reader.ReadExactlyAsync(payload, cancellationToken);
                 var outcome = await HandleOptionAsync(option, payload, cancellationToken);
                 if (outcome.Finished)
                 {
@@ -210,7 +225,7 @@ internal sealed partial class NbdConnection
                 Refuse("server shutting down");
                 return OptionOutcome.End;
             }
-            await ReplyAsync(option, NbdOptionReplyType.ErrShutdown, "server is shutting down", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrShutdown, "server is shutting down", cancellationToken);
             return OptionOutcome.Continue;
         }
         if (_refusal is not null && option.Option != NbdOption.Abort)
@@ -221,10 +236,10 @@ internal sealed partial class NbdConnection
                 _closeReason = "refused by the access rules";
                 return OptionOutcome.End;
             }
-            await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "this server does not admit your address", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrPolicy, "this server does not admit your address", cancellationToken);
             return OptionOutcome.Continue;
         }
-        if (!_tls && _context.Tls.Mode == TlsMode.Require && option.Option is not (NbdOption.StartTls or NbdOption.Abort))
+        if (!channel.IsTls && _gate.RequiresTls && option.Option is not (NbdOption.StartTls or NbdOption.Abort))
         {
             // FORCEDTLS: nothing is negotiated in the clear.
             if (option.Option == NbdOption.ExportName)
@@ -232,7 +247,7 @@ internal sealed partial class NbdConnection
                 Refuse("NBD_OPT_EXPORT_NAME before TLS, which this server requires");
                 return OptionOutcome.End;
             }
-            await ReplyAsync(option, NbdOptionReplyType.ErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrTlsReqd, "this server requires TLS: send NBD_OPT_STARTTLS first", cancellationToken);
             return OptionOutcome.Continue;
         }
         switch (option.Option)
@@ -243,7 +258,7 @@ internal sealed partial class NbdConnection
                 // The client may already have closed; a failed ACK is not an error (spec, NBD_OPT_ABORT).
                 try
                 {
-                    await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+                    await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
                 }
                 catch (IOException)
                 {
@@ -263,14 +278,14 @@ internal sealed partial class NbdConnection
             case NbdOption.StructuredReply:
                 if (option.Length != 0)
                 {
-                    await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", cancellationToken);
+                    await AnswerAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", cancellationToken);
                     return OptionOutcome.Continue;
                 }
                 _structuredReplies = true;
-                await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+                await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
                 return OptionOutcome.Continue;
             default:
-                await ReplyAsync(option, NbdOptionReplyType.ErrUnsup, $"option {(uint)option.Option} is not supported", cancellationToken);
+                await AnswerAsync(option, NbdOptionReplyType.ErrUnsup, $"option {(uint)option.Option} is not supported", cancellationToken);
                 return OptionOutcome.Continue;
         }
     }
@@ -282,31 +297,31 @@ internal sealed partial class NbdConnection
     /// </summary>
     private async ValueTask<OptionOutcome> StartTlsAsync(NbdOptionHeader option, CancellationToken cancellationToken)
     {
-        var tls = _context.Tls;
+        var tls = _gate.Tls;
         if (tls.Mode == TlsMode.Off)
         {
-            await ReplyAsync(option, NbdOptionReplyType.ErrPolicy, "TLS is not configured on this server", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrPolicy, "TLS is not configured on this server", cancellationToken);
             return OptionOutcome.Continue;
         }
-        if (_tls || option.Length != 0)
+        if (channel.IsTls || option.Length != 0)
         {
-            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, _tls ? "TLS is already established" : "NBD_OPT_STARTTLS takes no data", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrInvalid, channel.IsTls ? "TLS is already established" : "NBD_OPT_STARTTLS takes no data", cancellationToken);
             return OptionOutcome.Continue;
         }
-        if (_reader.Buffered != 0)
+        if (channel.Reader.Buffered != 0)
         {
             // The client may not send anything before it has our ACK: bytes here would be lost under TLS.
             Refuse("data sent after NBD_OPT_STARTTLS before its reply");
             return OptionOutcome.End;
         }
-        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
         string? refusal = null;
         string? subject = null;
         string? fingerprint = null;
-        var ssl = new SslStream(_stream, leaveInnerStreamOpen: false);
+        SslStream ssl;
         try
         {
-            await ssl.AuthenticateAsServerAsync(new SslServerAuthenticationOptions
+            ssl = await channel.StartTlsAsync(new SslServerAuthenticationOptions
             {
                 ServerCertificate = tls.ServerCertificate,
                 ClientCertificateRequired = tls.WantsClientCertificate,
@@ -323,15 +338,8 @@ internal sealed partial class NbdConnection
         {
             _closeReason = "TLS handshake failed";
             ConnectionLog.TlsRefused(_logger, Id, Client, refusal ?? e.Message, subject ?? "(none)", fingerprint ?? "(none)");
-            await ssl.DisposeAsync();
             return OptionOutcome.End;
         }
-        _stream = ssl;
-        _reader.Dispose();
-        _reader = new NbdStreamReader(ssl);
-        _writer.Dispose();
-        _writer = new ReplyWriter(ssl, _context.Options.ReplyWriterHeld);
-        _tls = true;
         _structuredReplies = false;
         _allocationExport = null;
         ConnectionLog.TlsEstablished(_logger, Id, Client, ssl.SslProtocol.ToString(), ssl.NegotiatedCipherSuite.ToString(), subject ?? "(no client certificate)", fingerprint ?? "-");
@@ -342,12 +350,12 @@ internal sealed partial class NbdConnection
     {
         if (option.Length != 0)
         {
-            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data", cancellationToken);
             return;
         }
         foreach (var export in _context.Exports.List(Info))
         {
-            if (!_tls && _context.Tls.Mode != TlsMode.Off && _context.Tls.TlsOnlyExports.Contains(export.PolicyName))
+            if (_gate.HiddenBeforeTls(export.PolicyName, channel.IsTls))
             {
                 // SELECTIVETLS: TLS-only exports may be left out of the list until TLS is up (spec, NBD_OPT_LIST).
                 continue;
@@ -357,7 +365,7 @@ internal sealed partial class NbdConnection
             NbdServerReply.Write(payload, export.Name, export.Description);
             await SendOptionReplyAsync(option.Option, NbdOptionReplyType.Server, payload, cancellationToken);
         }
-        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
         ConnectionLog.ExportsListed(_logger, Id, Client);
     }
 
@@ -365,7 +373,7 @@ internal sealed partial class NbdConnection
     {
         if (!NbdInfoRequest.TryParse(data.Span, out var request, out var problem))
         {
-            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
             return OptionOutcome.Continue;
         }
         // Only at GO, with the client admitted and its export chosen, is anything allocated for it.
@@ -373,7 +381,7 @@ internal sealed partial class NbdConnection
         if (!lookup.Succeeded)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, request.Name, lookup.Error, lookup.Message ?? "");
-            await ReplyAsync(option, lookup.Error, lookup.Message, cancellationToken);
+            await AnswerAsync(option, lookup.Error, lookup.Message, cancellationToken);
             return OptionOutcome.Continue;
         }
         var offer = lookup.Offer!;
@@ -381,7 +389,7 @@ internal sealed partial class NbdConnection
         try
         {
             await SendInfoAsync(option.Option, offer, flags, request.Requests, cancellationToken);
-            await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
         }
         catch when (lease is not null)
         {
@@ -438,7 +446,7 @@ internal sealed partial class NbdConnection
         var n = new NbdExportNameReply((ulong)lease.Backend.Size, flags).Write(reply, _noZeroes);
         try
         {
-            await _stream.WriteAsync(reply.AsMemory(0, n), cancellationToken);
+            await channel.WriteAsync(reply.AsMemory(0, n), cancellationToken);
         }
         catch
         {
@@ -464,19 +472,19 @@ internal sealed partial class NbdConnection
         }
         if (!_structuredReplies)
         {
-            await ReplyAsync(option, NbdOptionReplyType.ErrInvalid, "metadata contexts need structured replies: send NBD_OPT_STRUCTURED_REPLY first", cancellationToken);
+            await AnswerAsync(option, NbdOptionReplyType.ErrInvalid, "metadata contexts need structured replies: send NBD_OPT_STRUCTURED_REPLY first", cancellationToken);
             return;
         }
         if (!NbdMetaContextRequest.TryParse(data.Span, out var request, out var problem, out var tooBig))
         {
-            await ReplyAsync(option, tooBig ? NbdOptionReplyType.ErrTooBig : NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
+            await AnswerAsync(option, tooBig ? NbdOptionReplyType.ErrTooBig : NbdOptionReplyType.ErrInvalid, problem, cancellationToken);
             return;
         }
         var lookup = await ResolveAsync(request.ExportName, attach: false, cancellationToken);
         if (!lookup.Succeeded)
         {
             ConnectionLog.ExportRefused(_logger, Id, Client, request.ExportName, lookup.Error, lookup.Message ?? "");
-            await ReplyAsync(option, lookup.Error, lookup.Message, cancellationToken);
+            await AnswerAsync(option, lookup.Error, lookup.Message, cancellationToken);
             return;
         }
         // No query: a listing names every context; a selection selects none.
@@ -491,14 +499,14 @@ internal sealed partial class NbdConnection
                 _allocationExport = request.ExportName;
             }
         }
-        await ReplyAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
+        await AnswerAsync(option, NbdOptionReplyType.Ack, null, cancellationToken);
     }
 
     /// <summary>The base:allocation context's ID for the export entered, if SET_META_CONTEXT selected it for that one.</summary>
     private uint AllocationContextFor(string export) =>
         _structuredReplies && _allocationExport is not null && _allocationExport == export ? AllocationContextId : 0;
 
-    private ValueTask ReplyAsync(NbdOptionHeader option, NbdOptionReplyType type, string? message, CancellationToken cancellationToken)
+    private ValueTask AnswerAsync(NbdOptionHeader option, NbdOptionReplyType type, string? message, CancellationToken cancellationToken)
     {
         ConnectionLog.OptionAnswered(_logger, Id, Client, option.Option, option.Length, type);
         if (message is null)
@@ -513,7 +521,7 @@ internal sealed partial class NbdConnection
         var message = new byte[NbdOptionReplyHeader.Size + payload.Length];
         new NbdOptionReplyHeader(option, type, (uint)payload.Length).Write(message);
         payload.Span.CopyTo(message.AsSpan(NbdOptionReplyHeader.Size));
-        await _stream.WriteAsync(message, cancellationToken);
+        await channel.WriteAsync(message, cancellationToken);
     }
 
     private NegotiatedSession? Refuse(string reason)

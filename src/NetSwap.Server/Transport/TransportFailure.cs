@@ -1,0 +1,59 @@
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+
+namespace NetSwap.Server.Transport;
+
+/// <summary>How a connection's socket failed: what its close is logged as, and whether anyone needs to look.</summary>
+internal enum TransportFailureKind
+{
+    /// <summary>Something else: the socket destroyed by an administrator (ss -K), an unreachable host, a bug.</summary>
+    Other,
+    /// <summary>The peer reset the connection or closed it while we were writing: a client that went away abruptly.</summary>
+    Reset,
+    /// <summary>TCP gave up on the peer (keepalive or retransmission timeout): a pulled cable, a client without power.</summary>
+    TimedOut,
+}
+
+/// <summary>A failed socket call, classified once where the errno is known.</summary>
+internal sealed class TransportException(string message, TransportFailureKind kind) : IOException(message)
+{
+    public TransportFailureKind Kind { get; } = kind;
+
+    private const int EPIPE = 32;
+    private const int ECONNRESET = 104;
+    private const int ETIMEDOUT = 110;
+
+    public static TransportException FromErrno(string call, int errno) =>
+        new($"{call} failed: {Marshal.GetPInvokeErrorMessage(errno)}", KindOf(errno));
+
+    public static TransportFailureKind KindOf(int errno) => errno switch
+    {
+        ECONNRESET or EPIPE => TransportFailureKind.Reset,
+        ETIMEDOUT => TransportFailureKind.TimedOut,
+        _ => TransportFailureKind.Other,
+    };
+
+    /// <summary>
+    /// The kind of any exception a connection's streams throw: ours, or .NET's own (NetworkStream's SocketException
+    /// inside an IOException, SslStream's IOException around either), looked for down the chain of inner exceptions.
+    /// </summary>
+    public static TransportFailureKind Classify(Exception? e)
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            switch (e)
+            {
+                case TransportException transport:
+                    return transport.Kind;
+                case SocketException socket:
+                    return socket.SocketErrorCode switch
+                    {
+                        SocketError.ConnectionReset or SocketError.Shutdown => TransportFailureKind.Reset,
+                        SocketError.TimedOut => TransportFailureKind.TimedOut,
+                        _ => TransportFailureKind.Other,
+                    };
+            }
+        }
+        return TransportFailureKind.Other;
+    }
+}
