@@ -12,8 +12,16 @@ internal enum SwapAreaState
 }
 
 /// <summary>
-/// One client's swap space: a nameless file, its size, who owns it, and its state. State changes happen only in
-/// <see cref="SwapAreaRegistry"/>, under its lock.
+/// One client's swap space: a nameless file, its size, who owns it, and its state. Its life:
+/// <code>
+///   created (attached) ──release, no token or clean──────────────▶ destroyed
+///        │   ▲                                                      ▲
+///   release  └──reattach (same token and address, before expiry)   │
+///        ▼                                                          │
+///      grace ──────────────────────expire (grace timer)────────────┘
+/// </code>
+/// Every transition is a method here, and is called only by <see cref="SwapAreaRegistry"/> under its one lock, which
+/// also keeps the indexes (by id, by token) and the budget that the transitions change.
 /// </summary>
 internal sealed class SwapArea
 {
@@ -35,23 +43,67 @@ internal sealed class SwapArea
     public string Export { get; }
     public string? Token { get; }
     public IPAddress? Address { get; }
-    public string Client { get; set; }
+    public string Client { get; private set; }
     public long Size { get; }
     public SafeFileHandle Handle { get; }
     /// <summary>Bytes fallocated for the area at creation (reserve mode), 0 when sparse.</summary>
     public long Reserved { get; }
     public DateTimeOffset CreatedAt { get; }
-    public DateTimeOffset AttachedAt { get; set; }
-    public SwapAreaState State { get; set; } = SwapAreaState.Attached;
+    public DateTimeOffset AttachedAt { get; private set; }
+    public SwapAreaState State { get; private set; } = SwapAreaState.Attached;
     /// <summary>The connection that holds the area; cut when the same client reconnects with the same token.</summary>
-    public Action? AbortOwner { get; set; }
+    public Action? AbortOwner { get; private set; }
     /// <summary>Completed when the current owner lets go (detach, or destruction).</summary>
-    public TaskCompletionSource Released { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    public DateTimeOffset? GraceDeadline { get; set; }
-    public long GraceStartedTimestamp { get; set; }
-    public Timer? GraceTimer { get; set; }
+    public TaskCompletionSource Released { get; private set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    public DateTimeOffset? GraceDeadline { get; private set; }
+    private long _graceStartedTimestamp;
+    private Timer? _graceTimer;
     public long BytesRead;
     public long BytesWritten;
 
-    public double SecondsAway => Stopwatch.GetElapsedTime(GraceStartedTimestamp).TotalSeconds;
+    public double SecondsAway => Stopwatch.GetElapsedTime(_graceStartedTimestamp).TotalSeconds;
+
+    /// <summary>Whether <paramref name="address"/> is the one that created the area (a token is only good from there).</summary>
+    public bool BelongsTo(IPAddress? address) => Equals(Address, SwapAreaRegistry.Normalize(address));
+
+    /// <summary>Created: the connection that asked for it holds it.</summary>
+    internal void Attach(Action abortOwner) => AbortOwner = abortOwner;
+
+    /// <summary>Grace → attached: the same client came back with the same token in time.</summary>
+    internal void Reattach(string client, Action abortOwner)
+    {
+        Debug.Assert(State == SwapAreaState.Grace);
+        StopGraceTimer();
+        GraceDeadline = null;
+        State = SwapAreaState.Attached;
+        AbortOwner = abortOwner;
+        Client = client;
+        AttachedAt = DateTimeOffset.UtcNow;
+        Released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>Attached → grace: the connection was lost; <paramref name="expire"/> runs when the grace period is over.</summary>
+    internal void BeginGrace(TimeSpan grace, Action<SwapArea> expire)
+    {
+        Debug.Assert(State == SwapAreaState.Attached);
+        AbortOwner = null;
+        State = SwapAreaState.Grace;
+        _graceStartedTimestamp = Stopwatch.GetTimestamp();
+        GraceDeadline = DateTimeOffset.UtcNow + grace;
+        _graceTimer = new Timer(static s => { var (area, expire) = ((SwapArea, Action<SwapArea>))s!; expire(area); }, (this, expire), grace, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>Attached or grace → destroyed (the storage is given back by the registry, outside its lock).</summary>
+    internal void MarkDestroyed()
+    {
+        AbortOwner = null;
+        State = SwapAreaState.Destroyed;
+        StopGraceTimer();
+    }
+
+    private void StopGraceTimer()
+    {
+        _graceTimer?.Dispose();
+        _graceTimer = null;
+    }
 }

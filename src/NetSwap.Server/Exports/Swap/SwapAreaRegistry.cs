@@ -62,7 +62,7 @@ internal sealed class SwapAreaRegistry : IDisposable
         }
     }
 
-    private static IPAddress? Normalize(IPAddress? address) => address is { IsIPv4MappedToIPv6: true } ? address.MapToIPv4() : address;
+    internal static IPAddress? Normalize(IPAddress? address) => address is { IsIPv4MappedToIPv6: true } ? address.MapToIPv4() : address;
 
     /// <summary>What an attach would get, without allocating anything (NBD_OPT_INFO, and the first step of GO).</summary>
     public SwapAdmission Check(SwapExportName name, ConnectionInfo client)
@@ -71,13 +71,17 @@ internal sealed class SwapAreaRegistry : IDisposable
         {
             if (name.Token is { } token && _byToken.TryGetValue(token, out var existing))
             {
-                return Equals(Normalize(existing.Address), Normalize(client.Address))
-                    ? new SwapAdmission(existing.Size, 0, null)
-                    : SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy, $"swap token '{token}' belongs to another client");
+                return TokenRefusal(existing, client) is { } refusal
+                    ? SwapAdmission.Refuse(NbdOptionReplyType.ErrPolicy, refusal)
+                    : new SwapAdmission(existing.Size, 0, null);
             }
             return CheckNewLocked(name, client);
         }
     }
+
+    /// <summary>The one rule of token ownership: an area's token is good only from the address that created the area.</summary>
+    private static string? TokenRefusal(SwapArea existing, ConnectionInfo client) =>
+        existing.BelongsTo(client.Address) ? null : $"swap token '{existing.Token}' belongs to another client";
 
     private SwapAdmission CheckNewLocked(SwapExportName name, ConnectionInfo client)
     {
@@ -177,20 +181,13 @@ internal sealed class SwapAreaRegistry : IDisposable
                 {
                     if (_byToken.TryGetValue(token, out var existing))
                     {
-                        if (!Equals(Normalize(existing.Address), Normalize(client.Address)))
+                        if (TokenRefusal(existing, client) is { } refusal)
                         {
-                            return Refused(export, client, NbdOptionReplyType.ErrPolicy, $"swap token '{token}' belongs to another client");
+                            return Refused(export, client, NbdOptionReplyType.ErrPolicy, refusal);
                         }
                         if (existing.State == SwapAreaState.Grace)
                         {
-                            existing.GraceTimer?.Dispose();
-                            existing.GraceTimer = null;
-                            existing.GraceDeadline = null;
-                            existing.State = SwapAreaState.Attached;
-                            existing.AbortOwner = abortOwner;
-                            existing.Client = client.RemoteAddress;
-                            existing.AttachedAt = DateTimeOffset.UtcNow;
-                            existing.Released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                            existing.Reattach(client.RemoteAddress, abortOwner);
                             SwapLog.Reattached(_logger, existing.Id, client.RemoteAddress, export, existing.SecondsAway);
                             return (existing, 0, null);
                         }
@@ -292,10 +289,8 @@ internal sealed class SwapAreaRegistry : IDisposable
             }
             else
             {
-                area = new SwapArea(id, export, name.Token, Normalize(client.Address), client.RemoteAddress, size, handle!, reserve ? size : 0)
-                {
-                    AbortOwner = abortOwner,
-                };
+                area = new SwapArea(id, export, name.Token, Normalize(client.Address), client.RemoteAddress, size, handle!, reserve ? size : 0);
+                area.Attach(abortOwner);
                 _areas.Add(id, area);
                 if (name.Token is { } token)
                 {
@@ -341,7 +336,6 @@ internal sealed class SwapAreaRegistry : IDisposable
             {
                 return;
             }
-            area.AbortOwner = null;
             if (clean || area.Token is null || _options.Grace <= TimeSpan.Zero || _disposed)
             {
                 destroy = true;
@@ -349,10 +343,7 @@ internal sealed class SwapAreaRegistry : IDisposable
             }
             else
             {
-                area.State = SwapAreaState.Grace;
-                area.GraceStartedTimestamp = System.Diagnostics.Stopwatch.GetTimestamp();
-                area.GraceDeadline = DateTimeOffset.UtcNow + _options.Grace;
-                area.GraceTimer = new Timer(static s => ((SwapAreaRegistry)((object[])s!)[0]).Expire((SwapArea)((object[])s!)[1]), new object[] { this, area }, _options.Grace, Timeout.InfiniteTimeSpan);
+                area.BeginGrace(_options.Grace, Expire);
             }
         }
         area.Released.TrySetResult();
@@ -374,8 +365,8 @@ internal sealed class SwapAreaRegistry : IDisposable
 
     /// <summary>
     /// The grace timer fired. The check that the area is still in grace and its destruction are one step under the
-    /// lock: a reattach that got in first keeps its area, one that comes after finds the token free (issue 14, item 4:
-    /// they were two steps, and a reattach between them lost its area under a live client).
+    /// lock: a reattach that got in first keeps its area, one that comes after finds the token free (as two steps, a
+    /// reattach between them could lose its area under a live client).
     /// </summary>
     private void Expire(SwapArea area)
     {
@@ -409,9 +400,7 @@ internal sealed class SwapAreaRegistry : IDisposable
     /// <summary>The one transition to Destroyed: out of every index, its size out of the budget. Returns the budget left.</summary>
     private long DestroyLocked(SwapArea area)
     {
-        area.State = SwapAreaState.Destroyed;
-        area.GraceTimer?.Dispose();
-        area.GraceTimer = null;
+        area.MarkDestroyed();
         _areas.Remove(area.Id);
         if (area.Token is { } token && _byToken.TryGetValue(token, out var current) && current == area)
         {
