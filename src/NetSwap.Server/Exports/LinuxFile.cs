@@ -86,28 +86,14 @@ internal static partial class LinuxFile
     {
         fixed (byte* start = buffer)
         {
-            var done = 0;
-            while (done < buffer.Length)
+            var errno = Transfer(fd, start, buffer.Length, offset, write: false, out var done);
+            if (errno == EndOfFile)
             {
-                var n = PRead(fd, start + done, (nuint)(buffer.Length - done), offset + done);
-                if (n < 0)
-                {
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno == EINTR)
-                    {
-                        continue;
-                    }
-                    return errno;
-                }
-                if (n == 0)
-                {
-                    // The file shrank under us: what lies beyond its end reads as zeros, never as stale buffer bytes.
-                    buffer[done..].Clear();
-                    return 0;
-                }
-                done += (int)n;
+                // The file shrank under us: what lies beyond its end reads as zeros, never as stale buffer bytes.
+                buffer[done..].Clear();
+                return 0;
             }
-            return 0;
+            return errno;
         }
     }
 
@@ -115,27 +101,37 @@ internal static partial class LinuxFile
     {
         fixed (byte* start = data)
         {
-            var done = 0;
-            while (done < data.Length)
-            {
-                var n = PWrite(fd, start + done, (nuint)(data.Length - done), offset + done);
-                if (n < 0)
-                {
-                    var errno = Marshal.GetLastPInvokeError();
-                    if (errno == EINTR)
-                    {
-                        continue;
-                    }
-                    return errno;
-                }
-                if (n == 0)
-                {
-                    return ENOSPC;
-                }
-                done += (int)n;
-            }
-            return 0;
+            var errno = Transfer(fd, start, data.Length, offset, write: true, out _);
+            return errno == EndOfFile ? ENOSPC : errno;
         }
+    }
+
+    // Transfer's result when the file took or gave no more bytes (not an errno: those are positive).
+    private const int EndOfFile = -1;
+
+    /// <summary>pread or pwrite until <paramref name="length"/> bytes moved, retried on EINTR: 0, an errno, or <see cref="EndOfFile"/>.</summary>
+    private static unsafe int Transfer(SafeFileHandle fd, byte* start, int length, long offset, bool write, out int done)
+    {
+        done = 0;
+        while (done < length)
+        {
+            var n = write ? PWrite(fd, start + done, (nuint)(length - done), offset + done) : PRead(fd, start + done, (nuint)(length - done), offset + done);
+            if (n < 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == EINTR)
+                {
+                    continue;
+                }
+                return errno;
+            }
+            if (n == 0)
+            {
+                return EndOfFile;
+            }
+            done += (int)n;
+        }
+        return 0;
     }
 
     public static int DataSync(SafeFileHandle fd) => FDataSync(fd) == 0 ? 0 : Marshal.GetLastPInvokeError();
