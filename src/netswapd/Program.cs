@@ -8,7 +8,7 @@ try
 }
 catch (Exception e)
 {
-    // Last resort: whatever a check above missed ends in one line and exit 1, never a stack trace (issue 14, item 6).
+    // Last resort: whatever a check above missed ends in one line and exit 1, never a stack trace.
     await Console.Error.WriteLineAsync($"netswapd: {e.GetType().Name}: {e.Message}");
     return 1;
 }

@@ -5,7 +5,7 @@ namespace NetSwap.Server.Hosting;
 /// <summary>
 /// Gives the memory of a burst of connections back to the system once the burst is over. A thousand clients that
 /// stalled mid-payload and were cut leave their buffers as garbage and the heap grown; with nothing allocating
-/// afterwards no collection comes, and the daemon kept that memory resident for good (issue 14, item 3). So when the
+/// afterwards no collection comes, and the daemon would keep that memory resident for good. So when the
 /// connection count has fallen to half its peak or less (a steady load never does) and the heap has grown by
 /// <see cref="Growth"/> since the last trim, one full compacting collection runs. Not thread-safe: the caller
 /// serialises <see cref="ShouldTrim"/> and <see cref="Trimmed"/>.
