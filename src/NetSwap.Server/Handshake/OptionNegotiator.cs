@@ -329,7 +329,7 @@ internal sealed class OptionNegotiator(NbdServerContext context, ConnectionChann
                 CertificateRevocationCheckMode = System.Security.Cryptography.X509Certificates.X509RevocationMode.NoCheck,
                 RemoteCertificateValidationCallback = (_, certificate, _, _) =>
                 {
-                    refusal = tls.CheckClient(certificate, out subject, out fingerprint);
+                    refusal = tls.CheckClientCertificate(certificate, out subject, out fingerprint);
                     return refusal is null;
                 },
             }, cancellationToken);

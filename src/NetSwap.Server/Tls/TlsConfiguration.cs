@@ -135,7 +135,7 @@ internal sealed class TlsConfiguration
     }
 
     /// <summary>Decides on a client certificate; the reason comes back for the log (null: accepted).</summary>
-    public string? CheckClient(X509Certificate? certificate, out string? subject, out string? fingerprint)
+    public string? CheckClientCertificate(X509Certificate? certificate, out string? subject, out string? fingerprint)
     {
         subject = certificate?.Subject;
         fingerprint = certificate is null ? null : Fingerprint(certificate);
