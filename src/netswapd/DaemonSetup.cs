@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.Logging;
 using NetSwap.Daemon.Configuration;
 using NetSwap.Daemon.Logging;
@@ -13,6 +14,40 @@ namespace NetSwap.Daemon;
 /// (each also rebuilt on SIGHUP where it can change), and how they are logged.</summary>
 internal static partial class Daemon
 {
+    /// <summary>
+    /// Everything a start builds from the settings: the exports (swap directory included), the access rules with the
+    /// client list, and the TLS credentials with the CRL. False, with the reason logged, when any of them cannot be.
+    /// </summary>
+    internal static bool TryBuild(DaemonSettings settings, ILogger logger, [NotNullWhen(true)] out ExportCatalog? catalog,
+        [NotNullWhen(true)] out AccessPolicy? policy, [NotNullWhen(true)] out TlsConfiguration? tls)
+    {
+        (policy, tls) = (null, null);
+        try
+        {
+            catalog = BuildCatalog(settings, logger);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
+        {
+            DaemonLog.StartFailed(logger, e.Message);
+            catalog = null;
+            return false;
+        }
+        try
+        {
+            // The same two steps SIGHUP repeats (Reload): the client list, certificates and CRL are read here.
+            policy = BuildPolicy(settings);
+            tls = BuildTls(settings);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
+        {
+            DaemonLog.StartFailed(logger, e.Message);
+            catalog.Dispose();
+            catalog = null;
+            return false;
+        }
+    }
+
     /// <summary>The access rules: the configured ones, or (without any allow rule) loopback and this host's subnets.</summary>
     internal static AccessPolicy BuildPolicy(DaemonSettings settings)
     {

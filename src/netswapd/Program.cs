@@ -56,49 +56,16 @@ namespace NetSwap.Daemon
                 return ExitFailure;
             }
 
-            var level = settings.Verbosity switch
-            {
-                < 0 => LogLevel.Warning,
-                0 => LogLevel.Information,
-                1 => LogLevel.Debug,
-                _ => LogLevel.Trace,
-            };
-            // In inetd mode stderr may be the client's socket: a log line there would corrupt the protocol.
-            var syslog = settings.LogTarget == "syslog" || (settings.LogTarget == "auto" && settings.Inetd && SystemdActivation.IsSocket(2));
-            using var loggerFactory = LoggerFactory.Create(b => b.SetMinimumLevel(level)
-                .AddProvider(syslog ? new SyslogLoggerProvider(level) : new StderrLoggerProvider(level)));
+            using var loggerFactory = DaemonLog.CreateFactory(settings);
             var logger = loggerFactory.CreateLogger("netswapd");
-
-            ExportCatalog catalog;
-            try
+            if (!TryBuild(settings, logger, out var catalog, out var policy, out var tls))
             {
-                catalog = BuildCatalog(settings, logger);
-            }
-            catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException)
-            {
-                DaemonLog.StartFailed(logger, e.Message);
                 return ExitFailure;
             }
             using var ownedCatalog = catalog;
-
-            AccessPolicy policy;
-            TlsConfiguration tls;
-            try
-            {
-                // The same two steps SIGHUP repeats (Reload): the client list, certificates and CRL are read here.
-                policy = BuildPolicy(settings);
-                tls = BuildTls(settings);
-            }
-            catch (Exception e) when (e is IOException or FormatException or UnauthorizedAccessException or System.Security.Cryptography.CryptographicException)
-            {
-                DaemonLog.StartFailed(logger, e.Message);
-                return ExitFailure;
-            }
-            // --check-config checks the access rules, client list and TLS credentials too: what would stop a start.
             if (settings.CheckConfig)
             {
-                await Console.Out.WriteLineAsync($"configuration valid: {catalog.Files.Count} file exports, swap {(catalog.Swap is null ? "off" : "on")}, TLS {tls.Mode.ToString().ToLowerInvariant()}, listening on {string.Join(", ", settings.EffectiveListen)}");
-                return ExitOk;
+                return await CheckConfigCommand.ReportAsync(settings, catalog, tls);
             }
             LogPolicy(logger, policy);
             LogTls(logger, tls);

@@ -138,7 +138,11 @@ internal class FileBackend : BlockBackend
 
     public override void Cache(long offset, long length) => LinuxFile.AdviseWillNeed(_handle, offset, length);
 
-    public override bool IsInMemory(long offset, int length) => LinuxFile.LikelyCached(_handle, offset, length);
+    /// <summary>
+    /// A file on tmpfs or ramfs is memory: no probe (on this kernel tmpfs answers the RWF_NOWAIT probe with EOPNOTSUPP,
+    /// a system call per read spent to learn nothing). Elsewhere one byte of the first and last page is probed.
+    /// </summary>
+    public override bool IsInMemory(long offset, int length) => !_writesMayWait || LinuxFile.LikelyCached(_handle, offset, length);
 
     public override bool TryFindData(long offset, long limit, out long dataStart) =>
         LinuxFile.TryFindData(_handle, offset, limit, out dataStart);

@@ -5,6 +5,24 @@ namespace NetSwap.Daemon.Logging;
 
 internal static partial class DaemonLog
 {
+    /// <summary>
+    /// The daemon's loggers at the settings' verbosity: stderr (the journal under systemd), or syslog when asked, and
+    /// by default in inetd mode when stderr is the client's socket, where a log line would corrupt the protocol.
+    /// </summary>
+    public static ILoggerFactory CreateFactory(Configuration.DaemonSettings settings)
+    {
+        var level = settings.Verbosity switch
+        {
+            < 0 => LogLevel.Warning,
+            0 => LogLevel.Information,
+            1 => LogLevel.Debug,
+            _ => LogLevel.Trace,
+        };
+        var syslog = settings.LogTarget == "syslog" || (settings.LogTarget == "auto" && settings.Inetd && SystemdActivation.IsSocket(2));
+        return LoggerFactory.Create(b => b.SetMinimumLevel(level)
+            .AddProvider(syslog ? new SyslogLoggerProvider(level) : new StderrLoggerProvider(level)));
+    }
+
     [LoggerMessage(1000, LogLevel.Critical, "cannot start: {Reason}")]
     public static partial void StartFailed(ILogger logger, string reason);
 
