@@ -30,6 +30,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -631,15 +632,30 @@ int main(int argc, char **argv)
     if (server_pid && rss_idle >= 0 && rss_busy >= 0)
         printf("\tserver_rss_mib=%.1f\tserver_kib_per_client=%.1f", (double)rss_busy / 1024.0, (double)(rss_busy - rss_idle) / clients);
     printf("\n");
-    /* Leave as a clean client does: NBD_CMD_DISC, so the server frees each area at once. */
+    /*
+     * Leave as a clean client does: the requests still queued go out, then NBD_CMD_DISC, and the server's replies are
+     * drained to its close, so every area is destroyed at once (not kept for a reconnect) before the next run.
+     */
+    uint8_t *drain = malloc(256 * 1024);
+    struct timeval two = { .tv_sec = 2 };
     for (int i = 0; i < clients; i++) {
-        uint8_t h[28] = { 0 };
-        *(uint32_t *)h = htobe32(REQ_MAGIC);
-        *(uint16_t *)(h + 6) = htobe16(CMD_DISC);
-        fcntl(conns[i].fd, F_SETFL, fcntl(conns[i].fd, F_GETFL) & ~O_NONBLOCK);
-        if (conns[i].sq_len == 0 && conns[i].sent_of_head == 0)
-            (void)!write(conns[i].fd, h, sizeof h);
+        struct conn *c = &conns[i];
+        fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &two, sizeof two);
+        setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &two, sizeof two);
+        if (flush_sends(c) == 0) {
+            uint8_t h[28] = { 0 };
+            *(uint32_t *)h = htobe32(REQ_MAGIC);
+            *(uint16_t *)(h + 6) = htobe16(CMD_DISC);
+            (void)!write(c->fd, h, sizeof h);
+            shutdown(c->fd, SHUT_WR);
+        }
+    }
+    for (int i = 0; i < clients; i++) {
+        while (drain && recv(conns[i].fd, drain, 256 * 1024, 0) > 0)
+            ;
         close(conns[i].fd);
     }
+    free(drain);
     return errors ? 2 : 0;
 }

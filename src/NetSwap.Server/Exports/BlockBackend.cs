@@ -26,6 +26,9 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>Whether a write may wait for storage (a disk, writeback); false for data held in memory.</summary>
     public virtual bool WritesMayWait => false;
 
+    /// <summary>Whether writing the range would first have to allocate storage for part of it (it holds a hole).</summary>
+    public virtual bool WouldAllocate(long offset, int length) => false;
+
     /// <summary>
     /// A file whose bytes at the export's offsets are the export's data, so a read can be sent straight from it
     /// (sendfile); null when there is none. A read sent this way is reported with <see cref="OnDirectRead"/>.

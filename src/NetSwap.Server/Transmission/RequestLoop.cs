@@ -349,9 +349,15 @@ internal sealed class RequestLoop : IIdleWork
         // Only writes of at most one chunk are dispatched at all (larger ones are streamed by the receive loop). A large
         // one to a disk-backed file goes to the thread pool: it may wait for writeback, and it takes long enough that
         // receiving the next payload meanwhile pays for the hand-off (128 KiB writes to ext4: about 15 % faster). So do
-        // small ones while the kernel is throttling writers (WriteStalls).
+        // small ones while the kernel is throttling writers (WriteStalls). In memory, a large write where nothing was
+        // written yet (a sparse swap area's fresh pages) allocates and clears pages before it copies: over twice the
+        // work of a write over written pages, so it goes to the thread pool too, where the kernel shares the cores
+        // between it and the loop's other clients, whose reads would otherwise wait behind it (bench/swapscale.sh,
+        // holes: read p99 at 200 clients 230 ms with these writes on the loop, 43 ms off it).
         NbdCommand.Write => (request.Flags & NbdCommandFlags.Fua) == 0
-            && (!_session.Backend.WritesMayWait || (request.Length <= InlineLimit && !_context.WriteStalls.Recent)),
+            && (_session.Backend.WritesMayWait
+                ? request.Length <= InlineLimit && !_context.WriteStalls.Recent
+                : request.Length <= InlineLimit || !_session.Backend.WouldAllocate((long)request.Offset, (int)request.Length)),
         _ => false,
     };
 

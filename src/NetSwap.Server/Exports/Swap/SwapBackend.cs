@@ -34,14 +34,25 @@ internal sealed class SwapBackend : FileBackend
     {
         var errno = base.Write(offset, data, fua);
         Interlocked.Add(ref _area.BytesWritten, data.Length);
+        if (data.Length > 0)
+        {
+            _area.MarkWritten(offset, data.Length);
+        }
         return errno;
     }
+
+    public override bool WouldAllocate(long offset, int length) => length > 0 && _area.MayAllocate(offset, length);
 
     public override int Trim(long offset, long length, bool fua)
     {
         if (!_keepReservation)
         {
-            return base.Trim(offset, length, fua);
+            var punched = base.Trim(offset, length, fua);
+            if (punched == 0 && length > 0)
+            {
+                _area.MarkPunched(offset, length);
+            }
+            return punched;
         }
         // The swapped-out pages are gone; zeroing keeps the blocks allocated. Where zeroing in place is impossible,
         // TRIM stays the no-op the spec allows.
@@ -49,8 +60,24 @@ internal sealed class SwapBackend : FileBackend
         return errno == LinuxFile.EOPNOTSUPP ? 0 : errno;
     }
 
-    public override int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua) =>
-        base.WriteZeroes(offset, length, mayPunch && !_keepReservation, fast, fua);
+    public override int WriteZeroes(long offset, long length, bool mayPunch, bool fast, bool fua)
+    {
+        var punch = mayPunch && !_keepReservation;
+        var errno = base.WriteZeroes(offset, length, punch, fast, fua);
+        if (errno == 0 && length > 0)
+        {
+            // A punched range is empty again; one zeroed in place (or with zeros written) holds its blocks.
+            if (punch)
+            {
+                _area.MarkPunched(offset, length);
+            }
+            else
+            {
+                _area.MarkWritten(offset, length);
+            }
+        }
+        return errno;
+    }
 
     public override void Release(bool cleanDisconnect) => _registry.Release(_area, cleanDisconnect);
 }
