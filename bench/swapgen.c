@@ -184,11 +184,12 @@ static void die(const char *what, int index)
     exit(1);
 }
 
-static int read_full(int fd, void *buf, size_t n)
+/* Reads or writes all n bytes (blocking): 0, or -1 at an error or the end of the stream. */
+static int transfer_full(int fd, void *buf, size_t n, int write_it)
 {
     size_t done = 0;
     while (done < n) {
-        ssize_t r = read(fd, (char *)buf + done, n - done);
+        ssize_t r = write_it ? write(fd, (char *)buf + done, n - done) : read(fd, (char *)buf + done, n - done);
         if (r <= 0) {
             if (r < 0 && errno == EINTR)
                 continue;
@@ -199,20 +200,8 @@ static int read_full(int fd, void *buf, size_t n)
     return 0;
 }
 
-static int write_full(int fd, const void *buf, size_t n)
-{
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = write(fd, (const char *)buf + done, n - done);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR)
-                continue;
-            return -1;
-        }
-        done += (size_t)r;
-    }
-    return 0;
-}
+static int read_full(int fd, void *buf, size_t n) { return transfer_full(fd, buf, n, 0); }
+static int write_full(int fd, const void *buf, size_t n) { return transfer_full(fd, (void *)buf, n, 1); }
 
 /* Connects and negotiates (blocking): fixed newstyle, NBD_OPT_GO, NBD_INFO_EXPORT for the size. */
 static void handshake(struct conn *c)
