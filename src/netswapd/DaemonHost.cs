@@ -136,8 +136,7 @@ internal static class DaemonHost
             var settings = Daemon.LoadSettings(args);
             var policy = Daemon.BuildPolicy(settings);
             var tls = Daemon.BuildTls(settings);
-            context.Policy = policy;
-            context.Tls = tls;
+            context.Reload(policy, tls);
             DaemonLog.Reloaded(logger, settings.ConfigPath ?? "(no config file)");
             Daemon.LogPolicy(logger, policy);
             Daemon.LogTls(logger, tls);

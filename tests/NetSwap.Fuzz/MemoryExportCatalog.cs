@@ -7,14 +7,15 @@ namespace NetSwap.Fuzz;
 /// One export named "faulty", held in memory, whose storage fails with EIO in a chosen range as a dying disk does, and
 /// which cannot zero quickly. Only the storage is simulated: everything above the backend (validation, replies, logging)
 /// is the real server. Used by the fuzz target (no disk I/O per input) and by the tests of error paths; tests of how
-/// writes are scheduled can make it pose as a disk (<paramref name="writesMayWait"/>) and watch each write (<paramref name="onWrite"/>).
+/// writes are scheduled can make it pose as a disk (<paramref name="writesMayWait"/>), or as a sparse swap area whose
+/// first write into each 128 KiB allocates (<paramref name="sparse"/>), and watch each write (<paramref name="onWrite"/>).
 /// </summary>
 internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
 {
     private readonly FaultyExport _export;
 
-    public MemoryExportCatalog(long size, long badStart, long badEnd, bool writesMayWait = false, Action? onWrite = null) =>
-        _export = new FaultyExport(size, badStart, badEnd, writesMayWait, onWrite);
+    public MemoryExportCatalog(long size, long badStart, long badEnd, bool writesMayWait = false, Action? onWrite = null, bool sparse = false) =>
+        _export = new FaultyExport(size, badStart, badEnd, writesMayWait, onWrite, sparse);
 
     public ExportLookup Lookup(string name, ConnectionInfo client) =>
         name == "faulty" ? ExportLookup.Found(_export) : ExportLookup.Refused(NetSwap.Protocol.Nbd.NbdOptionReplyType.ErrUnknown, "unknown");
@@ -25,19 +26,33 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
     {
     }
 
-    private sealed class FaultyExport(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite) : ExportOffer
+    private sealed class FaultyExport(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite, bool sparse) : ExportOffer
     {
         public override string Name => "faulty";
         public override string? Description => null;
         public override long Size => size;
         public override bool IsReadOnly => false;
         public override bool CanMultiConn => false;
-        public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => ValueTask.FromResult(ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd, writesMayWait, onWrite)));
+        public override ValueTask<ExportLookup> AttachAsync(AttachContext context) => ValueTask.FromResult(ExportLookup.Attached(this, new FaultyBackend(size, badStart, badEnd, writesMayWait, onWrite, sparse)));
     }
 
-    private sealed class FaultyBackend(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite) : BlockBackend
+    private sealed class FaultyBackend(long size, long badStart, long badEnd, bool writesMayWait, Action? onWrite, bool sparse) : BlockBackend
     {
         private readonly byte[] _data = new byte[size];
+        // sparse: which 128 KiB pieces were written (one request at a time touches a piece in these tests).
+        private readonly bool[] _written = new bool[(size >> 17) + 1];
+
+        public override bool WouldAllocate(long offset, int length)
+        {
+            for (var piece = offset >> 17; sparse && piece <= (offset + length - 1) >> 17; piece++)
+            {
+                if (!Volatile.Read(ref _written[piece]))
+                {
+                    return true;
+                }
+            }
+            return false;
+        }
 
         public override long Size => size;
         public override bool WritesMayWait => writesMayWait;
@@ -64,6 +79,10 @@ internal sealed class MemoryExportCatalog : IExportCatalog, IDisposable
                 return LinuxFile.EIO;
             }
             data.CopyTo(_data.AsSpan((int)offset));
+            for (var piece = offset >> 17; piece <= (offset + data.Length - 1) >> 17; piece++)
+            {
+                Volatile.Write(ref _written[piece], true);
+            }
             return 0;
         }
 

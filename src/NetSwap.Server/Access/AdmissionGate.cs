@@ -12,64 +12,72 @@ internal readonly record struct ExportRefusal(NbdOptionReplyType Error, string M
 /// <summary>
 /// Every rule that decides whether a client is let in, and to what, in one place for the handshake and for discovery:
 /// the connection limits (at accept), the address rules and the client list (the server as a whole), the TLS-only rules,
-/// each export's own address rules, and max-clients-per-export. The rules are snapshots replaced whole on SIGHUP, so a
-/// decision never sees half a reload. A swap token's owner is checked by the swap registry, under the lock that creates
+/// each export's own address rules, and max-clients-per-export. Rules and TLS are one snapshot replaced whole on SIGHUP
+/// (<see cref="Replace"/>), so a decision never sees half a reload. A swap token's owner is checked by the swap registry, under the lock that creates
 /// and destroys the areas the tokens name.
 /// </summary>
 internal sealed class AdmissionGate
 {
-    private volatile AccessPolicy _policy;
-    private volatile TlsConfiguration _tls = TlsConfiguration.Disabled;
+    // The address rules, limits and TLS rules in force, as one snapshot: a reload replaces both at once, and each
+    // decision reads the snapshot once.
+    private sealed record Rules(AccessPolicy Policy, TlsConfiguration Tls);
+
+    private volatile Rules _rules;
     private readonly ConcurrentDictionary<string, int> _clientsPerExport = new(StringComparer.Ordinal);
 
     public AdmissionGate(AccessPolicy policy)
     {
-        _policy = policy;
+        _rules = new Rules(policy, TlsConfiguration.Disabled);
         Connections = new ConnectionLimiter(policy.Limits);
     }
 
-    /// <summary>The access rules and limits in force; replaced whole on SIGHUP.</summary>
+    /// <summary>The access rules and limits in force.</summary>
     public AccessPolicy Policy
     {
-        get => _policy;
-        set
-        {
-            _policy = value;
-            Connections.Update(value.Limits);
-        }
+        get => _rules.Policy;
+        set => Replace(value, _rules.Tls);
     }
 
-    /// <summary>TLS credentials and rules in force; replaced whole on SIGHUP.</summary>
+    /// <summary>TLS credentials and rules in force.</summary>
     public TlsConfiguration Tls
     {
-        get => _tls;
-        set => _tls = value;
+        get => _rules.Tls;
+        set => Replace(_rules.Policy, value);
+    }
+
+    /// <summary>SIGHUP: the new access rules, limits and TLS rules, in force together from the next decision on.</summary>
+    public void Replace(AccessPolicy policy, TlsConfiguration tls)
+    {
+        _rules = new Rules(policy, tls);
+        Connections.Update(policy.Limits);
     }
 
     /// <summary>Connections at once and per second, counted at accept before a byte is read.</summary>
     public ConnectionLimiter Connections { get; }
 
     /// <summary>May this address use the server at all (handshake and discovery)? Null when yes; otherwise why not, for the log.</summary>
-    public string? AdmitClient(IPAddress? address) => _policy.CheckClient(address);
+    public string? AdmitClient(IPAddress? address) => _rules.Policy.CheckClient(address);
 
     /// <summary>Whether the server offers STARTTLS.</summary>
-    public bool OffersTls => _tls.Mode != TlsMode.Off;
+    public bool OffersTls => _rules.Tls.Mode != TlsMode.Off;
 
     /// <summary>Whether a client must establish TLS before it may negotiate anything (FORCEDTLS).</summary>
-    public bool RequiresTls => _tls.Mode == TlsMode.Require;
+    public bool RequiresTls => _rules.Tls.Mode == TlsMode.Require;
 
     /// <summary>
     /// Whether swap is closed to a client without TLS: the whole server requires it, or swap is a TLS-only export. Said
     /// in discovery answers, and it shuts out the oldstyle handshake, which cannot do TLS.
     /// </summary>
-    public bool SwapRequiresTls => _tls.Mode == TlsMode.Require || _tls.TlsOnlyExports.Contains(SwapExportName.Prefix);
+    public bool SwapRequiresTls => _rules.Tls is var tls && (tls.Mode == TlsMode.Require || tls.TlsOnlyExports.Contains(SwapExportName.Prefix));
 
     /// <summary>Whether an export (by policy name) is hidden and closed on this connection until it establishes TLS (SELECTIVETLS).</summary>
-    public bool HiddenBeforeTls(string policyName, bool overTls) =>
-        !overTls && _tls.Mode != TlsMode.Off && _tls.TlsOnlyExports.Contains(policyName);
+    public bool HiddenBeforeTls(string policyName, bool overTls) => HiddenBeforeTls(_rules.Tls, policyName, overTls);
+
+    private static bool HiddenBeforeTls(TlsConfiguration tls, string policyName, bool overTls) =>
+        !overTls && tls.Mode != TlsMode.Off && tls.TlsOnlyExports.Contains(policyName);
 
     /// <summary>Whether the export's own address rules (if it has any) let this address use it.</summary>
-    public bool ExportAllows(string policyName, IPAddress? address) => _policy.CheckExport(policyName, address) is null;
+    public bool ExportAllows(string policyName, IPAddress? address) => _rules.Policy.CheckExport(policyName, address) is null;
 
     /// <summary>
     /// The export's own rules for this client: null when it may use it; otherwise the refusal. <paramref name="shownName"/>
@@ -77,11 +85,12 @@ internal sealed class AdmissionGate
     /// </summary>
     public ExportRefusal? AdmitExport(string policyName, string shownName, IPAddress? address, bool overTls)
     {
-        if (HiddenBeforeTls(policyName, overTls))
+        var rules = _rules;
+        if (HiddenBeforeTls(rules.Tls, policyName, overTls))
         {
             return new ExportRefusal(NbdOptionReplyType.ErrTlsReqd, $"export '{shownName}' is served only over TLS", null);
         }
-        if (_policy.CheckExport(policyName, address) is { } denied)
+        if (rules.Policy.CheckExport(policyName, address) is { } denied)
         {
             return new ExportRefusal(NbdOptionReplyType.ErrPolicy, $"access to '{shownName}' denied by the server's rules", denied);
         }
@@ -91,7 +100,7 @@ internal sealed class AdmissionGate
     /// <summary>Counts a client into an export's transmission phase; false (and nothing counted) at max-clients-per-export.</summary>
     public bool TryEnterExport(string policyName)
     {
-        var max = _policy.Limits.MaxClientsPerExport;
+        var max = _rules.Policy.Limits.MaxClientsPerExport;
         while (true)
         {
             var current = _clientsPerExport.GetOrAdd(policyName, 0);

@@ -25,13 +25,14 @@ internal class FileBackend : BlockBackend
         _readOnly = readOnly;
         _multiConn = multiConn;
         _ownsHandle = ownsHandle;
-        _writesMayWait = !LinuxFile.IsMemoryBacked(handle);
+        _memoryBacked = LinuxFile.IsMemoryBacked(handle);
     }
 
-    private readonly bool _writesMayWait;
+    // On tmpfs or ramfs: nothing read or written there waits for a disk.
+    private readonly bool _memoryBacked;
 
     /// <summary>True unless the file is on tmpfs or ramfs.</summary>
-    public override bool WritesMayWait => _writesMayWait;
+    public override bool WritesMayWait => !_memoryBacked;
 
     public SafeFileHandle Handle => _handle;
     public override long Size => _size;
@@ -142,7 +143,7 @@ internal class FileBackend : BlockBackend
     /// A file on tmpfs or ramfs is memory: no probe (on this kernel tmpfs answers the RWF_NOWAIT probe with EOPNOTSUPP,
     /// a system call per read spent to learn nothing). Elsewhere one byte of the first and last page is probed.
     /// </summary>
-    public override bool IsInMemory(long offset, int length) => !_writesMayWait || LinuxFile.LikelyCached(_handle, offset, length);
+    public override bool IsInMemory(long offset, int length) => _memoryBacked || LinuxFile.LikelyCached(_handle, offset, length);
 
     public override bool TryFindData(long offset, long limit, out long dataStart) =>
         LinuxFile.TryFindData(_handle, offset, limit, out dataStart);

@@ -14,7 +14,7 @@ namespace NetSwap.Server.Handshake;
 /// What option haggling agreed on: the export, its backend, how replies are framed, and the ID of the base:allocation
 /// metadata context when the client selected it for this export (0: none, so no NBD_CMD_BLOCK_STATUS).
 /// </summary>
-internal readonly record struct NegotiatedSession(ExportOffer Offer, ExportLease Lease, NbdTransmissionFlags Flags, bool StructuredReplies, uint AllocationContext = 0)
+internal sealed record NegotiatedSession(ExportOffer Offer, ExportLease Lease, NbdTransmissionFlags Flags, bool StructuredReplies, uint AllocationContext = 0)
 {
     public BlockBackend Backend => Lease.Backend;
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Net.Sockets;
 using Microsoft.Extensions.Logging;
 using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
@@ -27,7 +26,8 @@ internal sealed class NbdConnection : IAsyncDisposable
     // Set by Abort: the connection was cut on purpose (or by a failed reply); errors that follow are its echo.
     private volatile bool _aborted;
     // What the handshake agreed, and the transmission phase running it; null until the client enters transmission.
-    private NegotiatedSession? _session;
+    // Read by the status snapshot from other threads: a reference, published whole.
+    private volatile NegotiatedSession? _session;
     private volatile RequestLoop? _requests;
 
     public NbdConnection(NbdServerContext context, Stream stream, string remoteAddress, System.Net.IPAddress? address = null)
@@ -88,12 +88,12 @@ internal sealed class NbdConnection : IAsyncDisposable
             _closeReason = "protocol violation";
             ConnectionLog.ProtocolViolation(_logger, Id, Client, e.Message);
         }
-        catch (Exception e) when (IsConnectionError(e, _abort.Token))
+        catch (Exception e) when (TransportException.IsConnectionEnd(e, _abort.Token))
         {
             // After Abort the receive loop fails because the stream was closed under it: Abort has said why.
             if (!_aborted)
             {
-                _closeReason = LostReason(e);
+                _closeReason = TransportException.CloseReason(e);
                 ConnectionLog.ConnectionError(_logger, Id, Client, e.Message);
             }
         }
@@ -172,22 +172,6 @@ internal sealed class NbdConnection : IAsyncDisposable
             Abort("request stopped half-way (payload-timeout)");
         }
     }
-
-    /// <summary>Socket resets, closed streams and cancellations after an abort are normal ends, not failures.</summary>
-    internal static bool IsConnectionError(Exception e, CancellationToken abort) => e switch
-    {
-        IOException or SocketException or ObjectDisposedException => true,
-        OperationCanceledException => abort.IsCancellationRequested,
-        _ => false,
-    };
-
-    /// <summary>The close reason of a connection whose socket failed, by the kind the transport found.</summary>
-    internal static string LostReason(Exception e) => TransportException.Classify(e) switch
-    {
-        TransportFailureKind.Reset => "connection reset by the client",
-        TransportFailureKind.TimedOut => "connection timed out (the client stopped answering)",
-        _ => "connection lost",
-    };
 
     public async ValueTask DisposeAsync()
     {

@@ -23,21 +23,24 @@ internal sealed class NbdServerContext
     /// <summary>Every admission rule: who may connect, to what, how many at once.</summary>
     public AdmissionGate Gate { get; }
 
-    /// <summary>The access rules and limits in force (the gate's); replaced whole on SIGHUP.</summary>
+    /// <summary>The access rules and limits in force (the gate's).</summary>
     public AccessPolicy Policy
     {
         get => Gate.Policy;
-        set
-        {
-            Gate.Policy = value;
-            TotalBandwidth.Update(value.Limits.BandwidthTotal, Math.Max(value.Limits.BandwidthTotal / 10, 1));
-        }
+        set => Reload(value, Gate.Tls);
+    }
+
+    /// <summary>SIGHUP: new access rules, limits and TLS rules, in force together; the total bandwidth cap follows.</summary>
+    public void Reload(AccessPolicy policy, Tls.TlsConfiguration tls)
+    {
+        Gate.Replace(policy, tls);
+        TotalBandwidth.Update(policy.Limits.BandwidthTotal, Math.Max(policy.Limits.BandwidthTotal / 10, 1));
     }
 
     /// <summary>The server-wide payload allowance (payload-memory); every connection's own budget comes on top of it.</summary>
     public Transport.ByteBudget PayloadMemory { get; }
 
-    /// <summary>TLS credentials and rules in force (the gate's); replaced whole on SIGHUP.</summary>
+    /// <summary>TLS credentials and rules in force (the gate's).</summary>
     public Tls.TlsConfiguration Tls
     {
         get => Gate.Tls;

@@ -287,8 +287,8 @@ internal sealed class ReplyWriter : IDisposable
     }
 
     /// <summary>
-    /// Begins a simple reply whose <paramref name="totalLength"/> bytes of data are sent in pieces (a READ larger than one
-    /// buffer: header and data must be contiguous on the wire): takes the writer, writes the header and the first piece.
+    /// Begins a simple reply whose data is sent in pieces (a READ larger than one buffer: header and data must be
+    /// contiguous on the wire): takes the writer, writes the header and the first piece.
     /// The caller sends the rest with <see cref="WriteRawLockedAsync"/> and disposes the result to let other replies through.
     /// </summary>
     public ValueTask<Releaser> BeginSimpleDataAsync(ulong cookie, ReadOnlyMemory<byte> first, CancellationToken cancellationToken)

@@ -182,7 +182,7 @@ internal sealed class RequestLoop : IIdleWork
                     await _writer.UncorkAsync(abort);
                 }
             }
-            catch (Exception e) when (NbdConnection.IsConnectionError(e, _abort.Token))
+            catch (Exception e) when (TransportException.IsConnectionEnd(e, _abort.Token))
             {
                 // Cut meanwhile (a read that failed after its reply header, a reply that could not be sent, shutdown):
                 // nothing more can go out.
@@ -285,7 +285,8 @@ internal sealed class RequestLoop : IIdleWork
     /// <summary>
     /// Runs a request. It runs inline, on the receive loop, when it cannot wait for storage: a read of at most
     /// <see cref="InlineLimit"/> whose data is in memory, or a write without FUA (its payload, at most one chunk, is
-    /// already read; it lands in the page cache) to a file in memory, or of at most <see cref="InlineLimit"/> while
+    /// already read; it lands in the page cache) to a file in memory unless it is larger than <see cref="InlineLimit"/>
+    /// and would allocate (<see cref="RunsInline"/>), or of at most <see cref="InlineLimit"/> to a disk-backed file while
     /// the kernel is not throttling writers (<see cref="WriteStalls"/>). Anything else — a read that would go to the disk, flush, FUA, trim,
     /// zeroing — goes to the thread pool, so slow storage never stalls the receive loop: on a plain socket that loop runs
     /// on an event loop thread that serves other clients too. Over other streams (in-memory pipes, and TLS when no event
@@ -425,10 +426,10 @@ internal sealed class RequestLoop : IIdleWork
             }
             await ReplyAsync(request, errno, abort);
         }
-        catch (Exception e) when (NbdConnection.IsConnectionError(e, _abort.Token))
+        catch (Exception e) when (TransportException.IsConnectionEnd(e, _abort.Token))
         {
             // The reply could not be sent: the connection is gone; the receive loop will notice.
-            _cutConnection(NbdConnection.LostReason(e), e);
+            _cutConnection(TransportException.CloseReason(e), e);
         }
         catch (Exception e)
         {

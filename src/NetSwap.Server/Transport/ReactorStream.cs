@@ -278,7 +278,7 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
             }
             if (errno != SocketCalls.EINTR)
             {
-                throw Failure("sendfile", errno);
+                throw TransportException.FromErrno("sendfile", errno);
             }
         }
         return (done, FileSend.Complete);
@@ -355,7 +355,7 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
                 }
                 if (errno != SocketCalls.EINTR)
                 {
-                    throw Failure("recv", errno);
+                    throw TransportException.FromErrno("recv", errno);
                 }
             }
         }
@@ -382,7 +382,7 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
                 }
                 if (errno != SocketCalls.EINTR)
                 {
-                    throw Failure("send", errno);
+                    throw TransportException.FromErrno("send", errno);
                 }
             }
             return done;
@@ -412,13 +412,11 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
                 }
                 if (errno != SocketCalls.EINTR)
                 {
-                    throw Failure("sendmsg", errno);
+                    throw TransportException.FromErrno("sendmsg", errno);
                 }
             }
         }
     }
-
-    private static TransportException Failure(string call, int errno) => TransportException.FromErrno(call, errno);
 
     /// <summary>Waits for the next event for <paramref name="waiter"/>'s direction, unless one came since <paramref name="sequence"/>.</summary>
     private ValueTask WaitAsync(Waiter waiter, int sequence, CancellationToken cancellationToken)

@@ -33,6 +33,22 @@ internal sealed class TransportException(string message, TransportFailureKind ki
         _ => TransportFailureKind.Other,
     };
 
+    /// <summary>Socket resets, closed streams and cancellations after the connection's abort are its normal ends, not failures.</summary>
+    public static bool IsConnectionEnd(Exception e, CancellationToken abort) => e switch
+    {
+        IOException or SocketException or ObjectDisposedException => true,
+        OperationCanceledException => abort.IsCancellationRequested,
+        _ => false,
+    };
+
+    /// <summary>The close reason of a connection whose socket failed, by its kind.</summary>
+    public static string CloseReason(Exception e) => Classify(e) switch
+    {
+        TransportFailureKind.Reset => "connection reset by the client",
+        TransportFailureKind.TimedOut => "connection timed out (the client stopped answering)",
+        _ => "connection lost",
+    };
+
     /// <summary>
     /// The kind of any exception a connection's streams throw: ours, or .NET's own (NetworkStream's SocketException
     /// inside an IOException, SslStream's IOException around either), looked for down the chain of inner exceptions.

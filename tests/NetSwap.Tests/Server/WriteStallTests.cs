@@ -66,4 +66,41 @@ public class WriteStallTests
         }
         Assert.True(onLoop.Count(l => l) >= 3, $"{onLoop.Count(l => l)} of 5 writes ran on the event loop once fast again");
     }
+
+    [Fact]
+    public async Task LargeWritesThatAllocate_LeaveTheEventLoop_AndOverwritesStayOnIt()
+    {
+        var onLoop = new List<bool>();
+        void OnWrite()
+        {
+            lock (onLoop)
+            {
+                onLoop.Add(Thread.CurrentThread.Name?.StartsWith("netswap-io-", StringComparison.Ordinal) == true);
+            }
+        }
+        // In memory, as a swap area on tmpfs: nothing waits for a disk, but a first write into fresh pages allocates.
+        using var catalog = new MemoryExportCatalog(4 << 20, 4 << 20, 4 << 20, writesMayWait: false, onWrite: OnWrite, sparse: true);
+        await using var server = ServerHarness.Start(catalog);
+        await using var client = await server.ConnectAsync();
+        await client.StartAsync();
+        await client.GoAsync("faulty");
+        var block = new byte[128 * 1024];
+
+        // Every first write into a 128 KiB piece goes to the thread pool, never onto an event loop thread.
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, (ulong)i * 128 * 1024, 128 * 1024, payload: block)).Error);
+        }
+        Assert.Equal(8, onLoop.Count);
+        Assert.True(onLoop.All(l => !l), $"{onLoop.Count(l => l)} of 8 allocating writes ran on the event loop");
+
+        // Writing the same pieces again allocates nothing: they run on the loop (most: the first request after the
+        // handshake may still be on the thread that ran it).
+        onLoop.Clear();
+        for (var i = 0; i < 8; i++)
+        {
+            Assert.Equal(NbdError.None, (await client.RequestAsync(NbdCommand.Write, (ulong)i * 128 * 1024, 128 * 1024, payload: block)).Error);
+        }
+        Assert.True(onLoop.Count(l => l) >= 6, $"{onLoop.Count(l => l)} of 8 overwrites ran on the event loop");
+    }
 }

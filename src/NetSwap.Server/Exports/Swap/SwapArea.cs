@@ -113,7 +113,7 @@ internal sealed class SwapArea
     public double SecondsAway => Stopwatch.GetElapsedTime(_graceStartedTimestamp).TotalSeconds;
 
     /// <summary>Whether <paramref name="address"/> is the one that created the area (a token is only good from there).</summary>
-    public bool BelongsTo(IPAddress? address) => Equals(Address, SwapAreaRegistry.Normalize(address));
+    public bool BelongsTo(IPAddress? address) => Equals(Address, address is null ? null : Access.AddressRuleSet.Normalize(address));
 
     /// <summary>Created: the connection that asked for it holds it.</summary>
     internal void Attach(Action abortOwner) => AbortOwner = abortOwner;

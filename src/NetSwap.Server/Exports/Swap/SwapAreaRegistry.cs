@@ -62,8 +62,6 @@ internal sealed class SwapAreaRegistry : IDisposable
         }
     }
 
-    internal static IPAddress? Normalize(IPAddress? address) => address is { IsIPv4MappedToIPv6: true } ? address.MapToIPv4() : address;
-
     /// <summary>What an attach would get, without allocating anything (NBD_OPT_INFO, and the first step of GO).</summary>
     public SwapAdmission Check(SwapExportName name, ConnectionInfo client)
     {
@@ -289,7 +287,7 @@ internal sealed class SwapAreaRegistry : IDisposable
             }
             else
             {
-                area = new SwapArea(id, export, name.Token, Normalize(client.Address), client.RemoteAddress, size, handle!, reserve ? size : 0);
+                area = new SwapArea(id, export, name.Token, client.Address is { } address ? Access.AddressRuleSet.Normalize(address) : null, client.RemoteAddress, size, handle!, reserve ? size : 0);
                 area.Attach(abortOwner);
                 _areas.Add(id, area);
                 if (name.Token is { } token)
