@@ -729,7 +729,7 @@ internal sealed class RequestLoop : IIdleWork
             }
             ClearAndReturn(spare);
         }
-        return (ArrayPool<byte>.Shared.Rent(reserved), reserved);
+        return (PayloadBuffers.Rent(reserved), reserved);
     }
 
     /// <summary>
@@ -757,7 +757,7 @@ internal sealed class RequestLoop : IIdleWork
     }
 
     /// <summary>Cleared before another client can be handed it: swap pages hold other people's secrets.</summary>
-    private static void ClearAndReturn(byte[] buffer) => ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+    private static void ClearAndReturn(byte[] buffer) => PayloadBuffers.ClearAndReturn(buffer);
 
     /// <summary>The event loop is going to sleep: the spare goes back to the pool, cleared.</summary>
     public void OnLoopIdle()
