@@ -24,6 +24,10 @@ internal sealed class NbdServer : IAsyncDisposable
     private readonly Lock _progressGate = new();
     private bool _progressArmed;
     private static readonly TimeSpan ProgressCheckInterval = TimeSpan.FromMilliseconds(500);
+    /// <summary>Large payload buffers are kept for what the last 10 progress checks (5 s) needed, and let go only 16 or
+    /// more at a time (2 MiB or more: each time costs a full collection).</summary>
+    private const int BufferNeedLooks = 10;
+    private const int BufferTrimSlack = 16;
     private readonly BurstMemoryTrim _trim = new(16L << 20);
     private readonly Lock _trimGate = new();
 
@@ -83,6 +87,13 @@ internal sealed class NbdServer : IAsyncDisposable
                 var after = GC.GetTotalMemory(false);
                 _trim.Trimmed(connections, after);
                 ServerLog.MemoryTrimmed(_context.Logger, connections, before >> 20, after >> 20);
+            }
+            else if (Transmission.PayloadBuffers.TrimToRecentNeed(BufferNeedLooks, BufferTrimSlack) is var dropped and > 0)
+            {
+                // The blocking, compacting collection of a burst's end: a background one gave nothing back within the 10 s
+                // of a bench/swapscale.sh run. It pauses the clients once, for a trim of 2 MiB or more.
+                BurstMemoryTrim.Collect();
+                ServerLog.PayloadBuffersTrimmed(_context.Logger, dropped, before >> 20, GC.GetTotalMemory(false) >> 20);
             }
         }
     }

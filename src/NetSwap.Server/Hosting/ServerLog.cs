@@ -64,6 +64,9 @@ internal static partial class ServerLog
     [LoggerMessage(10, LogLevel.Debug, "a burst of connections is over ({Connections} left): heap {BeforeMiB} MiB, {AfterMiB} MiB after a full collection")]
     public static partial void MemoryTrimmed(ILogger logger, int connections, long beforeMiB, long afterMiB);
 
+    [LoggerMessage(117, LogLevel.Debug, "large payload buffers beyond the last seconds' need let go ({Buffers}): heap {BeforeMiB} MiB, {AfterMiB} MiB after a full collection")]
+    public static partial void PayloadBuffersTrimmed(ILogger logger, int buffers, long beforeMiB, long afterMiB);
+
     [LoggerMessage(1, LogLevel.Information, "listening on {Endpoint}")]
     public static partial void Listening(ILogger logger, string endpoint);
 

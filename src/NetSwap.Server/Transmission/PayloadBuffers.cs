@@ -8,8 +8,10 @@ namespace NetSwap.Server.Transmission;
 /// writes in flight at once (200 swap clients writing into fresh pages, each write waiting on the thread pool) left
 /// behind garbage that held the server's memory at three to five times what was in use (bench/swapscale.sh). Here
 /// every large buffer given back is kept for the next request, so the server holds no more of them than were ever out
-/// at once, which the payload-memory allowance bounds (every buffer is rented under it). <see cref="Trim"/> lets them go
-/// after a burst.
+/// at once, which the payload-memory allowance bounds (every buffer is rented under it). Kept buffers beyond what the
+/// last few seconds needed are let go (<see cref="TrimToRecentNeed"/>): a swap client's first writes all land in fresh
+/// pages and wait on the thread pool, each holding a buffer, while its later ones overwrite and run on the event loop
+/// one at a time, so the buffers of that first fill would otherwise stay for good.
 /// </summary>
 internal static class PayloadBuffers
 {
@@ -20,6 +22,9 @@ internal static class PayloadBuffers
     private static readonly Lock s_gate = new();
     private static readonly Stack<byte[]>[] s_free = [new(), new()];
     private static long s_created;
+    private static int s_out;
+    private static int s_windowPeak;
+    private static int s_looks;
 
     /// <summary>Large buffers made so far (the rest were reused).</summary>
     public static long LargeCreated => Interlocked.Read(ref s_created);
@@ -46,6 +51,8 @@ internal static class PayloadBuffers
         }
         lock (s_gate)
         {
+            s_out++;
+            s_windowPeak = Math.Max(s_windowPeak, s_out);
             if (s_free[index].TryPop(out var kept))
             {
                 return kept;
@@ -68,17 +75,50 @@ internal static class PayloadBuffers
         Array.Clear(buffer);
         lock (s_gate)
         {
+            s_out--;
             s_free[index].Push(buffer);
         }
     }
 
-    /// <summary>Lets the kept buffers go (after a burst: the next full collection gives their memory back).</summary>
+    /// <summary>
+    /// Called at every progress check: every <paramref name="looks"/> checks, the kept buffers beyond the most that were
+    /// out at once since the last such look are let go, if that is at least <paramref name="slack"/> of them; returns
+    /// how many it let go (a collection then gives their memory back).
+    /// </summary>
+    public static int TrimToRecentNeed(int looks, int slack)
+    {
+        lock (s_gate)
+        {
+            if (++s_looks < looks)
+            {
+                return 0;
+            }
+            s_looks = 0;
+            var keep = Math.Max(0, s_windowPeak - s_out);
+            s_windowPeak = s_out;
+            var kept = s_free[0].Count + s_free[1].Count;
+            if (kept - keep < slack)
+            {
+                return 0;
+            }
+            for (var i = keep; i < kept; i++)
+            {
+                (s_free[1].Count > 0 ? s_free[1] : s_free[0]).Pop();
+            }
+            return kept - keep;
+        }
+    }
+
+    /// <summary>Lets the kept buffers go (after a burst: the next full collection gives their memory back); the window
+    /// of <see cref="TrimToRecentNeed"/> starts again.</summary>
     public static void Trim()
     {
         lock (s_gate)
         {
             s_free[0].Clear();
             s_free[1].Clear();
+            s_looks = 0;
+            s_windowPeak = s_out;
         }
     }
 

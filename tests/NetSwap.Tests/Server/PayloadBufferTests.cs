@@ -40,6 +40,35 @@ public class PayloadBufferTests
     }
 
     [Fact]
+    public void KeptBuffers_BeyondWhatTheLastWindowNeeded_AreLetGo()
+    {
+        PayloadBuffers.Trim();   // a window starts here
+        // A burst: 100 out at once, then all given back.
+        var burst = Enumerable.Range(0, 100).Select(_ => PayloadBuffers.Rent(128 * 1024)).ToList();
+        burst.ForEach(PayloadBuffers.ClearAndReturn);
+        Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));
+        Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));
+        Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));   // the window of the burst: all 100 were needed
+        Assert.Equal(100, PayloadBuffers.LargeKept);
+        // Then a steady load that never has more than 10 out.
+        var steady = Enumerable.Range(0, 10).Select(_ => PayloadBuffers.Rent(128 * 1024)).ToList();
+        steady.ForEach(PayloadBuffers.ClearAndReturn);
+        Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));
+        Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));
+        Assert.Equal(90, PayloadBuffers.TrimToRecentNeed(3, 4));
+        Assert.Equal(10, PayloadBuffers.LargeKept);
+        // Fewer than the slack beyond the need: kept.
+        var few = Enumerable.Range(0, 8).Select(_ => PayloadBuffers.Rent(128 * 1024)).ToList();
+        few.ForEach(PayloadBuffers.ClearAndReturn);
+        for (var look = 0; look < 3; look++)
+        {
+            Assert.Equal(0, PayloadBuffers.TrimToRecentNeed(3, 4));
+        }
+        Assert.Equal(10, PayloadBuffers.LargeKept);
+        PayloadBuffers.Trim();
+    }
+
+    [Fact]
     public async Task WavesOfLargeWritesIntoFreshPages_MakeNoMoreBuffersThanWereEverOutAtOnce()
     {
         PayloadBuffers.Trim();
