@@ -31,11 +31,9 @@ internal sealed class BurstMemoryTrim(long growth)
         _heapAfterTrim = heapBytes;
     }
 
-    /// <summary>One blocking, compacting collection of every generation, the large-object heap included, after the
-    /// payload buffers kept for reuse are let go.</summary>
+    /// <summary>One blocking, compacting collection of every generation, the large-object heap included.</summary>
     public static void Collect()
     {
-        Transmission.PayloadBuffers.Trim();
         GCSettings.LargeObjectHeapCompactionMode = GCLargeObjectHeapCompactionMode.CompactOnce;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }

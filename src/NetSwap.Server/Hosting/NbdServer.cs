@@ -83,6 +83,8 @@ internal sealed class NbdServer : IAsyncDisposable
             var before = GC.GetTotalMemory(false);
             if (_trim.ShouldTrim(connections, before))
             {
+                // The burst is over: its kept payload buffers go too.
+                Transmission.PayloadBuffers.Trim();
                 BurstMemoryTrim.Collect();
                 var after = GC.GetTotalMemory(false);
                 _trim.Trimmed(connections, after);

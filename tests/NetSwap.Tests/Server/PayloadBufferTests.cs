@@ -69,6 +69,19 @@ public class PayloadBufferTests
     }
 
     [Fact]
+    public void TheFullCollection_AfterATrimToTheRecentNeed_KeepsWhatThatNeedIs()
+    {
+        // The trim to the recent need is followed by the burst trim's collection: that collection must not let the
+        // buffers go that the trim kept on purpose (it once did, emptying the pool at every trim).
+        PayloadBuffers.Trim();
+        var needed = Enumerable.Range(0, 20).Select(_ => PayloadBuffers.Rent(128 * 1024)).ToList();
+        needed.ForEach(PayloadBuffers.ClearAndReturn);
+        NetSwap.Server.Hosting.BurstMemoryTrim.Collect();
+        Assert.Equal(20, PayloadBuffers.LargeKept);
+        PayloadBuffers.Trim();
+    }
+
+    [Fact]
     public async Task WavesOfLargeWritesIntoFreshPages_MakeNoMoreBuffersThanWereEverOutAtOnce()
     {
         PayloadBuffers.Trim();
