@@ -20,6 +20,7 @@ packages=(
   cpio                # the guest's initramfs
   gcc                 # the guest's static workload
   libc6-dev           # static libc for it
+  libssl-dev          # libssl.a and libcrypto.a: the static client links OpenSSL in (netswap attach --tls)
   xz-utils            # compressed kernel modules
   file                # checks busybox is static
   python3             # JSON in the e2e script

@@ -29,6 +29,25 @@ internal sealed class NbdProbe : IAsyncDisposable
 
     private bool _borrowed;
 
+    /// <summary>
+    /// A probe that goes on with the option negotiation over <paramref name="stream"/>: the TLS session the caller
+    /// runs after <see cref="StartTlsAsync"/> (the greeting is behind it; disposing the probe does not close it).
+    /// </summary>
+    public static NbdProbe Resume(Stream stream) => new(stream) { _borrowed = true };
+
+    /// <summary>NBD_OPT_STARTTLS: after the acknowledgement the next bytes on the connection are the TLS handshake.</summary>
+    public async Task StartTlsAsync(CancellationToken cancellationToken)
+    {
+        await SendOptionAsync(NbdOption.StartTls, default, cancellationToken);
+        var (header, payload) = await ReadReplyAsync(NbdOption.StartTls, cancellationToken);
+        if (header.Type != NbdOptionReplyType.Ack)
+        {
+            throw new NbdProtocolException(header.Type == NbdOptionReplyType.ErrPolicy
+                ? "the server does not offer TLS (it answered STARTTLS with ERR_POLICY)"
+                : $"the server refused STARTTLS: {header.Type} {System.Text.Encoding.UTF8.GetString(payload)}");
+        }
+    }
+
     public static async Task<NbdProbe> ConnectAsync(IPEndPoint server, CancellationToken cancellationToken)
     {
         var socket = new Socket(server.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the end-to-end guest from Debian packages into OUT (default tests/e2e/build): Debian 12's kernel (downloaded
-# with apt-get download and unpacked, never installed), nbd.ko and e1000.ko, an initramfs with busybox-static,
+# with apt-get download and unpacked, never installed), nbd.ko, e1000.ko, dm-crypt's and kernel TLS's modules, an initramfs with busybox-static,
 # Debian's nbd-client and the libraries it links, and the static memtest workload. Reuses OUT when it is complete.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/build}
 mkdir -p "$out"
 netswap=${NETSWAP_BIN:-$here/../../dist/netswap}
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$here/init.sh" ] && [ "$out/initrd.gz" -nt "$here/memtest.c" ] \
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.gz" ] && [ "$out/initrd.gz" -nt "$here/init.sh" ] && [ "$out/initrd.gz" -nt "$here/memtest.c" ] && [ "$out/initrd.gz" -nt "$0" ] \
    && { [ ! -e "$netswap" ] || [ "$out/initrd.gz" -nt "$netswap" ]; }; then
   echo "e2e guest: up to date in $out"
   exit 0
@@ -29,7 +29,11 @@ modules=$(echo "$work"/kernel/lib/modules/*)
 
 root="$work/root"
 mkdir -p "$root"/{bin,dev,proc,sys,lib/modules,etc,tmp}
-for module in drivers/block/nbd.ko drivers/net/ethernet/intel/e1000/e1000.ko drivers/md/dm-mod.ko drivers/md/dm-crypt.ko crypto/xts.ko crypto/ecb.ko; do
+# Kernel TLS (the ktls scenario): the tls module and the AEADs it asks the crypto API for, AES-GCM and
+# ChaCha20-Poly1305, with what they depend on (AES itself is built in). No modprobe in the guest: insmod in order.
+for module in drivers/block/nbd.ko drivers/net/ethernet/intel/e1000/e1000.ko drivers/md/dm-mod.ko drivers/md/dm-crypt.ko crypto/xts.ko crypto/ecb.ko \
+    crypto/gf128mul.ko crypto/ghash-generic.ko crypto/ctr.ko crypto/gcm.ko lib/crypto/libchacha.ko crypto/chacha_generic.ko \
+    lib/crypto/libpoly1305.ko crypto/poly1305_generic.ko crypto/chacha20poly1305.ko net/tls/tls.ko; do
   src="$modules/kernel/$module"
   [ -f "$src" ] || src="$src.xz"
   case $src in *.xz) xz -dc "$src" > "$root/lib/modules/$(basename "${module}")" ;; *) cp "$src" "$root/lib/modules/" ;; esac

@@ -53,6 +53,13 @@ if [ "$SCENARIO" = tls ]; then
     finish PASS
 fi
 
+if [ "$SCENARIO" = ktls ]; then
+    # Kernel TLS: netswap attach --tls hands the kernel a socket that encrypts in the kernel.
+    for module in gf128mul ghash-generic ctr gcm libchacha chacha_generic libpoly1305 poly1305_generic chacha20poly1305 tls; do
+        insmod "/lib/modules/$module.ko" || finish FAIL
+    done
+    TLS="--tls --tls-certificates /certs"
+fi
 if [ "$SCENARIO" = encrypt ]; then
     # dm-crypt for netswap attach --encrypt; no udev here, so libdevmapper makes the /dev/mapper nodes itself.
     for module in dm-mod ecb xts dm-crypt; do insmod "/lib/modules/$module.ko" || finish FAIL; done
@@ -68,7 +75,7 @@ if [ "$SCENARIO" != basic ]; then
     # reconnect: the kernel gives a send as long as the request time-out, and the default (5 s) is no longer than the cut.
     [ "$SCENARIO" = cut ] && IOTIMEOUT="--io-timeout 15s"
     say "netswap attach ${TARGET:-(discovery)} $IOTIMEOUT"
-    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT ${MODE:+--mode $MODE} $IOTIMEOUT || finish FAIL
+    NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT $TLS ${MODE:+--mode $MODE} $IOTIMEOUT || finish FAIL
     say "free: $(free | sed -n 2p)"
     netswap status
     DEVICE=$(netswap status --json | sed -n 's/.*"device": "\([^"]*\)".*/\1/p' | head -1)
@@ -83,6 +90,17 @@ say "swaps: $(tail -n +2 /proc/swaps)"
 before_in=$(sed -n 's/^pswpin //p' /proc/vmstat)
 before_out=$(sed -n 's/^pswpout //p' /proc/vmstat)
 start=$(cut -d' ' -f1 /proc/uptime)
+if [ "$SCENARIO" = ktls ]; then
+    # The proof that no process relays swap: once swapping is well under way, every NetSwap and nbd-client process
+    # is killed (the reconnect keeper included); the workload must still verify every page.
+    (
+        while [ "$(sed -n 's/^pswpout //p' /proc/vmstat)" -lt $((before_out + 3000)) ]; do sleep 1; done
+        killall -9 netswap nbd-client 2>/dev/null
+        # A killed process with locked memory takes a moment to go.
+        for _ in 1 2 3 4 5 6 7 8 9 10; do pidof netswap nbd-client >/dev/null || break; sleep 1; done
+        say "killed every netswap and nbd-client process with SIGKILL at $(( $(sed -n 's/^pswpout //p' /proc/vmstat) - before_out )) pages out; left: $(pidof netswap nbd-client | wc -w) $(for p in $(pidof netswap nbd-client); do tr '\0' ' ' < /proc/$p/cmdline; sed -n 's/^State://p' /proc/$p/status; done)"
+    ) &
+fi
 /bin/memtest "$REGION" "$LOCK"
 result=$?
 end=$(cut -d' ' -f1 /proc/uptime)

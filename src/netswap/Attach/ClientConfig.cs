@@ -11,7 +11,8 @@ internal enum SwapPolicy
 
 /// <summary>
 /// /etc/netswap/client.conf, shell-style KEY=VALUE lines (as LTSP's lts.conf): SWAP=auto|yes|no, SERVER=, SIZE=,
-/// ENCRYPT=, PRIORITY=, THRESHOLD= (attach only when MemTotal is below it, as LTSP's NBD_SWAP_THRESHOLD), TOKEN=.
+/// ENCRYPT=, PRIORITY=, THRESHOLD= (attach only when MemTotal is below it, as LTSP's NBD_SWAP_THRESHOLD), TOKEN=,
+/// TLS=off|require|prefer and TLS_CERTIFICATES=DIR (swap over kernel TLS).
 /// A netbooted client may carry netswap=host[:port] on the kernel command line, which wins over SERVER, or netswap=off,
 /// which wins over everything. LTSP5's lts.conf keys for network swap are taken too, so an image's existing lines keep
 /// working: NBD_SWAP (SWAP=yes/no), NBD_SWAP_SERVER (SERVER), NBD_SWAP_PORT (the port of SERVER) and ENCRYPT_SWAP
@@ -31,6 +32,10 @@ internal sealed record ClientConfig
     /// <summary>Bytes; with SWAP=auto, attach only when the machine has less memory than this.</summary>
     public long Threshold { get; init; } = 1L << 30;
     public string? Token { get; init; }
+    /// <summary>TLS=off|require|prefer: attach over kernel TLS (netswap attach --tls).</summary>
+    public string Tls { get; init; } = "off";
+    /// <summary>TLS_CERTIFICATES=DIR: the client's credentials (ca-cert.pem, client-cert.pem, client-key.pem).</summary>
+    public string? TlsCertificates { get; init; }
     /// <summary>Why swap is off, for the message: SWAP=no in the file, or netswap=off on the kernel command line.</summary>
     public string? OffBecause { get; init; }
 
@@ -109,7 +114,13 @@ internal sealed record ClientConfig
                     Token = value.Length == 0 ? null : NetSwap.Protocol.Swap.SwapExportName.IsValidToken(value)
                         ? value : throw new FormatException($"{path}:{number}: TOKEN must be 1-64 characters of A-Z a-z 0-9 . _ -"),
                 },
-                _ => throw new FormatException($"{path}:{number}: unknown key '{key}' (known: SWAP, SERVER, SIZE, ENCRYPT, PRIORITY, THRESHOLD, TOKEN, NBD_SWAP, NBD_SWAP_SERVER, NBD_SWAP_PORT, ENCRYPT_SWAP)"),
+                "TLS" => config with
+                {
+                    Tls = value.Length == 0 ? "off" : value.ToLowerInvariant() is "off" or "require" or "prefer"
+                        ? value.ToLowerInvariant() : throw new FormatException($"{path}:{number}: TLS must be off, require or prefer"),
+                },
+                "TLS_CERTIFICATES" => config with { TlsCertificates = value.Length == 0 ? null : value },
+                _ => throw new FormatException($"{path}:{number}: unknown key '{key}' (known: SWAP, SERVER, SIZE, ENCRYPT, PRIORITY, THRESHOLD, TOKEN, TLS, TLS_CERTIFICATES, NBD_SWAP, NBD_SWAP_SERVER, NBD_SWAP_PORT, ENCRYPT_SWAP)"),
             };
         }
         return config;

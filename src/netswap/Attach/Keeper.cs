@@ -12,7 +12,7 @@ namespace NetSwap.Client.Attach;
 /// </summary>
 internal static class Keeper
 {
-    public static async Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile)
+    public static async Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile, Tls.TlsCredentials? tls = null)
     {
         var name = Path.GetFileName(device);
         if (!name.StartsWith("nbd", StringComparison.Ordinal) || !uint.TryParse(name[3..], NumberStyles.None, CultureInfo.InvariantCulture, out var index))
@@ -27,7 +27,7 @@ internal static class Keeper
         // The request time-out is nbd-client's (-timeout); the dead-connection time-out only netlink can set.
         netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds);
         var firstBlock = ReadFirstBlock(device);
-        var (size, flags) = await DescribeAsync(server, export);
+        var (size, flags) = await DescribeAsync(server, export, tls);
         var deviceSize = DeviceSize(name);
         if (deviceSize != (long)size)
         {
@@ -46,7 +46,7 @@ internal static class Keeper
         }
 
         var kmsg = new KernelLog("netswap-keep");
-        var keeper = new ReconnectKeeper(new KeptExport(index, server, export, size, flags, firstBlock), new NetlinkKernelLink(netlink, "/sys/block"), kmsg.Write)
+        var keeper = new ReconnectKeeper(new KeptExport(index, server, export, size, flags, firstBlock, tls), new NetlinkKernelLink(netlink, "/sys/block"), kmsg.Write)
         {
             ReconnectFor = reconnectFor,
             Memory = Memory,
@@ -59,7 +59,7 @@ internal static class Keeper
         WarmHeap();
         // From here on this thread is the keeper: no await, so no other thread takes over what follows.
         var reclaim = PrepareForReclaim();
-        kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}; {reclaim}");
+        kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB{(tls is null ? "" : ", kernel TLS")}): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}; {reclaim}");
         return keeper.Run(CancellationToken.None);
     }
 
@@ -108,11 +108,14 @@ internal static class Keeper
         }
     }
 
-    /// <summary>NBD_OPT_INFO of the export over the same kind of connection a reconnect uses (which warms that path).</summary>
-    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export)
+    /// <summary>
+    /// NBD_OPT_INFO of the export over the same kind of connection a reconnect uses (which warms that path, the TLS
+    /// handshake included).
+    /// </summary>
+    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export, Tls.TlsCredentials? tls)
     {
-        using var socket = KernelSocket.Connect(server, TimeSpan.FromSeconds(5));
-        await using var probe = await NbdProbe.OverAsync(socket, CancellationToken.None);
+        using var connection = await KernelBoundConnection.OpenAsync(server, tls, TimeSpan.FromSeconds(5), CancellationToken.None);
+        await using var probe = connection.Probe;
         var description = await probe.InfoAsync(export, CancellationToken.None)
             ?? throw new IOException($"the server at {server} does not describe '{export}'");
         return (description.Size, description.Flags);

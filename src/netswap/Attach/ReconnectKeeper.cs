@@ -29,8 +29,9 @@ internal sealed class NetlinkKernelLink(NbdNetlink netlink, string sysBlock) : I
     public bool DeviceConnected(uint index) => File.Exists(Path.Combine(sysBlock, $"nbd{index}", "pid"));
 }
 
-/// <summary>The swap export a keeper looks after, as it was when attached.</summary>
-internal sealed record KeptExport(uint Index, IPEndPoint Server, string Export, ulong Size, NbdTransmissionFlags Flags, byte[] FirstBlock);
+/// <summary>The swap export a keeper looks after, as it was when attached.
+/// With <see cref="Tls"/> every new connection runs the TLS handshake again and is handed over as kernel TLS.</summary>
+internal sealed record KeptExport(uint Index, IPEndPoint Server, string Export, ulong Size, NbdTransmissionFlags Flags, byte[] FirstBlock, Tls.TlsCredentials? Tls = null);
 
 /// <summary>The area behind the export is not the one the kernel swapped to: handing it over would corrupt memory.</summary>
 internal sealed class AreaLostException(string message) : Exception(message);
@@ -99,13 +100,13 @@ internal sealed class ReconnectKeeper(KeptExport export, IKernelLink kernel, Act
             attempt++;
             try
             {
-                using var socket = KernelSocket.Connect(export.Server, ConnectTimeout);
-                Verify(socket, cancellationToken);
-                socket.PrepareForKernel();
-                kernel.HandOver(export.Index, socket.Descriptor);
+                using var connection = KernelBoundConnection.OpenAsync(export.Server, export.Tls, ConnectTimeout, cancellationToken).GetAwaiter().GetResult();
+                Verify(connection.Probe, cancellationToken);
+                connection.PrepareForKernel();
+                kernel.HandOver(export.Index, connection.Socket.Descriptor);
                 Reconnects++;
                 log(Notice, string.Create(CultureInfo.InvariantCulture,
-                    $"nbd{export.Index}: reconnected to {export.Server} after {clock.Elapsed.TotalSeconds:0.0} s ({attempt} attempt{(attempt == 1 ? "" : "s")}); the same swap area, requests resumed{(Memory is null ? "" : "; " + Memory())}"));
+                    $"nbd{export.Index}: reconnected to {export.Server} ({connection.Security}) after {clock.Elapsed.TotalSeconds:0.0} s ({attempt} attempt{(attempt == 1 ? "" : "s")}); the same swap area, requests resumed{(Memory is null ? "" : "; " + Memory())}"));
                 return true;
             }
             catch (AreaLostException e)
@@ -128,9 +129,8 @@ internal sealed class ReconnectKeeper(KeptExport export, IKernelLink kernel, Act
     }
 
     /// <summary>The handshake again, and the proof that the area is the one the kernel knows.</summary>
-    private void Verify(KernelSocket socket, CancellationToken cancellationToken)
+    private void Verify(NbdProbe probe, CancellationToken cancellationToken)
     {
-        var probe = NbdProbe.OverAsync(socket, cancellationToken).GetAwaiter().GetResult();
         var (size, flags) = probe.GoAsync(export.Export, cancellationToken).GetAwaiter().GetResult();
         if (size != export.Size || flags != export.Flags)
         {

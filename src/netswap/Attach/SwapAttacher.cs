@@ -32,6 +32,10 @@ internal sealed record AttachRequest(IPEndPoint Server, string Device, long? Siz
 
     /// <summary>How long requests wait for a new connection after one died (reconnect mode).</summary>
     public TimeSpan ReconnectFor { get; init; } = DefaultReconnectFor;
+    /// <summary>TLS to the server, handed to the kernel as kernel TLS (no nbd-client, no process in the data path).</summary>
+    public Tls.TlsCredentials? Tls { get; init; }
+    /// <summary>--tls=prefer: where the kernel has no kernel TLS, attach without TLS (and say so) instead of failing.</summary>
+    public bool TlsPreferred { get; init; }
     /// <summary>The kernel's time-out for one request before it counts the connection dead (reconnect mode): nbd-client's
     /// -timeout, which the kernel keeps for the sockets the keeper hands over later.</summary>
     public TimeSpan IoTimeout { get; init; } = DefaultIoTimeout;
@@ -56,10 +60,14 @@ internal sealed record AttachedSwap(string Device, string Target, string Server,
 }
 
 /// <summary>Where the system's pieces are: real paths in production, a scratch directory in tests.</summary>
-internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = "/dev", string State = "/run/netswap/attached", string Swaps = "/proc/swaps", string Keepers = "/run/netswap/keepers");
+internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = "/dev", string State = "/run/netswap/attached", string Swaps = "/proc/swaps", string Keepers = "/run/netswap/keepers",
+    string AvailableUlp = Tls.KernelTls.AvailableUlp);
 
 /// <summary>A step that failed: which, the command, and what it said. Everything before it has been undone.</summary>
-internal sealed class AttachException(string message) : Exception(message);
+internal class AttachException(string message) : Exception(message);
+
+/// <summary>The server's TLS certificate does not chain to the site's CA: another server may be tried, never this one.</summary>
+internal sealed class UntrustedServerException(string message) : AttachException(message);
 
 /// <summary>
 /// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, a swap header when the
@@ -71,23 +79,48 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
     /// <summary>The netswap executable that runs `netswap keep` (this one).</summary>
     public string KeeperCommand { get; init; } = Environment.ProcessPath ?? "netswap";
 
+    /// <summary>Connects the device over kernel TLS (attach --tls); netlink in production, a double in tests.</summary>
+    public IKernelConnector Connector { get; init; } = new KernelTlsConnector();
+
+    /// <summary>
+    /// Attaches from the first of <paramref name="candidates"/> (best first) whose TLS certificate the site's CA vouches
+    /// for; each one passed over is named on the log. Without TLS, or with one candidate, that is simply the first.
+    /// </summary>
+    public async Task<AttachedSwap> AttachFirstTrustedAsync(IReadOnlyList<IPEndPoint> candidates, Func<IPEndPoint, AttachRequest> request, CancellationToken cancellationToken = default)
+    {
+        for (var i = 0; ; i++)
+        {
+            try
+            {
+                return await AttachAsync(request(candidates[i]), cancellationToken);
+            }
+            catch (UntrustedServerException e) when (i + 1 < candidates.Count)
+            {
+                log.WriteLine($"netswap: skipping {candidates[i]}: {e.Message}; trying {candidates[i + 1]}");
+            }
+        }
+    }
+
     public async Task<AttachedSwap> AttachAsync(AttachRequest request, CancellationToken cancellationToken = default)
     {
         var undo = new Stack<(string Command, string[] Arguments)>();
         var keeper = 0;
         try
         {
+            request = await CheckKernelTlsAsync(request, cancellationToken);
             var device = request.Device == "auto" ? await FindFreeDeviceAsync(cancellationToken) : request.Device;
             var export = new SwapExportName(request.Token, request.Size).ToString();
-            string[] nbdArguments =
-            [
-                request.Server.Address.ToString(), request.Server.Port.ToString(CultureInfo.InvariantCulture),
-                "-N", export, device, "-swap", "-b", "4096",
-                .. request.Mode == NbdClientMode.Persist ? ["-nonetlink", "-persist"] : Array.Empty<string>(),
-                .. request.Mode == NbdClientMode.Reconnect ? ["-timeout", Seconds(request.IoTimeout)] : Array.Empty<string>(),
-            ];
-            await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
-            undo.Push(("nbd-client", ["-d", device]));
+            if (request.Tls is not null)
+            {
+                var security = await Connector.ConnectAsync(device, request, export, cancellationToken);
+                undo.Push(("nbd-client", ["-d", device]));
+                log.WriteLine($"netswap: {device} connected to {request.Server} over {security}: no process relays its data");
+            }
+            else
+            {
+                await ConnectWithNbdClientAsync(device, request, export, cancellationToken);
+                undo.Push(("nbd-client", ["-d", device]));
+            }
             await WaitUntilConnectedAsync(device, cancellationToken);
 
             var target = device;
@@ -138,6 +171,41 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         }
     }
 
+    /// <summary>
+    /// With TLS asked for: the kernel must have kernel TLS (the tls module is loaded when it is not); without it the
+    /// attach fails, or with --tls=prefer goes on without TLS, saying so. Never silently in the clear.
+    /// </summary>
+    private async Task<AttachRequest> CheckKernelTlsAsync(AttachRequest request, CancellationToken cancellationToken)
+    {
+        if (request.Tls is null || Tls.KernelTls.Missing(paths.AvailableUlp) is null)
+        {
+            return request;
+        }
+        await runner.RunAsync("modprobe", ["tls"], cancellationToken);
+        if (Tls.KernelTls.Missing(paths.AvailableUlp) is not { } missing)
+        {
+            return request;
+        }
+        if (!request.TlsPreferred)
+        {
+            throw new AttachException($"cannot attach over TLS: {missing}; --tls=prefer would attach without TLS instead");
+        }
+        log.WriteLine($"netswap: {missing}; --tls=prefer: attaching WITHOUT TLS");
+        return request with { Tls = null };
+    }
+
+    private async Task ConnectWithNbdClientAsync(string device, AttachRequest request, string export, CancellationToken cancellationToken)
+    {
+        string[] nbdArguments =
+        [
+            request.Server.Address.ToString(), request.Server.Port.ToString(CultureInfo.InvariantCulture),
+            "-N", export, device, "-swap", "-b", "4096",
+            .. request.Mode == NbdClientMode.Persist ? ["-nonetlink", "-persist"] : Array.Empty<string>(),
+            .. request.Mode == NbdClientMode.Reconnect ? ["-timeout", Seconds(request.IoTimeout)] : Array.Empty<string>(),
+        ];
+        await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
+    }
+
     private static string Seconds(TimeSpan span) => Math.Max(1, (long)Math.Ceiling(span.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Starts `netswap keep` for the device and waits until it watches the kernel's events; its pid.</summary>
@@ -149,6 +217,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         [
             "keep", "--device", device, "--server", request.Server.ToString(), "--export", export,
             "--reconnect-for", Seconds(request.ReconnectFor) + "s", "--ready-file", ready,
+            .. request.Tls?.Directory is { } tls ? ["--tls-certificates", tls] : Array.Empty<string>(),
         ];
         var (pid, failure) = await runner.StartResidentAsync(KeeperCommand, arguments, ready, TimeSpan.FromSeconds(15), cancellationToken);
         if (failure is not null)

@@ -13,6 +13,33 @@ internal sealed class ArgumentReader
 
     public bool Flag(string name) => _args.Remove(name);
 
+    /// <summary>
+    /// An option whose value is optional and so only ever written --name=VALUE: bare --name means
+    /// <paramref name="bare"/>; null when absent. (--name VALUE would swallow a positional argument.)
+    /// </summary>
+    public string? FlagOrValue(string name, string bare)
+    {
+        string? result = null;
+        for (var i = 0; i < _args.Count;)
+        {
+            if (_args[i] == name)
+            {
+                result = bare;
+                _args.RemoveAt(i);
+            }
+            else if (_args[i].StartsWith(name + "=", StringComparison.Ordinal))
+            {
+                result = _args[i][(name.Length + 1)..];
+                _args.RemoveAt(i);
+            }
+            else
+            {
+                i++;
+            }
+        }
+        return result;
+    }
+
     public string? Value(string name)
     {
         var values = All(name);

@@ -22,6 +22,8 @@ internal static class AttachCommand
             new("--auto", null, "For boot scripts: apply client.conf's SWAP and THRESHOLD and the kernel's netswap=off; do nothing when they say no."),
             new("--config", "FILE", $"The client configuration (netswap-client.conf(5)). Default: {Attach.ClientConfig.DefaultPath}."),
             new("--timeout", "DURATION", "How long discovery waits for answers. Default: 2s."),
+            new("--tls", null, "Also --tls=require, --tls=prefer, --tls=off. Swap over TLS 1.3 that the kernel encrypts (kernel TLS): STARTTLS, the handshake (the server's certificate must chain to the site CA; this machine's certificate is presented), NBD_OPT_GO, then the keys go into the socket and the socket to the kernel, with no process relaying the data (nbd-client is not used). A server whose certificate does not chain is skipped and the next one found is tried. Bare --tls is require: fail where the kernel has no kernel TLS; prefer: attach without TLS there, saying so. Default: client.conf's TLS, else off."),
+            new("--tls-certificates", "DIR", $"The client's TLS credentials: ca-cert.pem, client-cert.pem and client-key.pem (netswap-make-certs's layout). Default: client.conf's TLS_CERTIFICATES, else {Tls.TlsCredentials.DefaultDirectory}."),
         ],
         Read);
 
@@ -30,7 +32,16 @@ internal static class AttachCommand
         var options = new Options(null, reader.Value("--device") ?? "auto", reader.OptionalSize("--size"), reader.Value("--token"), reader.Flag("--encrypt"),
             reader.OptionalInteger("--priority", -1, 32767, "a swap priority (-1 to 32767)"), reader.OneOf("--mode", "reconnect", "netlink", "persist"),
             reader.Duration("--reconnect-for", Attach.AttachRequest.DefaultReconnectFor), reader.Duration("--io-timeout", Attach.AttachRequest.DefaultIoTimeout),
-            reader.Flag("--auto"), reader.Value("--config") ?? Attach.ClientConfig.DefaultPath, reader.Duration("--timeout", TimeSpan.FromSeconds(2)));
+            reader.Flag("--auto"), reader.Value("--config") ?? Attach.ClientConfig.DefaultPath, reader.Duration("--timeout", TimeSpan.FromSeconds(2)),
+            reader.FlagOrValue("--tls", "require"), reader.Value("--tls-certificates"));
+        if (options.Tls is not (null or "require" or "prefer" or "off"))
+        {
+            throw new UsageException($"option '--tls': '{options.Tls}' is not require, prefer or off");
+        }
+        if (options.Tls is "require" or "prefer" && options.Mode == "persist")
+        {
+            throw new UsageException("--tls works with --mode reconnect or netlink (the kernel takes the TLS socket by netlink), not persist");
+        }
         reader.EnsureConsumed(maxPositional: 1);
         if (options.Device != "auto" && !options.Device.StartsWith("/dev/nbd", StringComparison.Ordinal))
         {
@@ -40,7 +51,7 @@ internal static class AttachCommand
     }
 
     private sealed record Options(string? Server, string Device, long? Size, string? Token, bool Encrypt, int? Priority, string Mode,
-        TimeSpan ReconnectFor, TimeSpan IoTimeout, bool Auto, string ConfigPath, TimeSpan Timeout);
+        TimeSpan ReconnectFor, TimeSpan IoTimeout, bool Auto, string ConfigPath, TimeSpan Timeout, string? Tls, string? TlsCertificates);
 
     internal static Attach.SwapAttacher Attacher() => new(new Attach.ProcessRunner(), new Attach.LinuxSwapSystem(), new Attach.SystemPaths(), Console.Error);
 
@@ -70,21 +81,31 @@ internal static class AttachCommand
         }
         var size = options.Size ?? config.Size;
         var token = options.Token ?? config.Token ?? MachineToken.Get();
-        IPEndPoint server;
+        var tlsMode = options.Tls ?? config.Tls;
+        var tls = tlsMode == "off" ? null : Tls.TlsCredentials.FromDirectory(options.TlsCertificates ?? config.TlsCertificates ?? Tls.TlsCredentials.DefaultDirectory);
+        List<IPEndPoint> candidates;
         if ((options.Server ?? config.Server) is { } serverText)
         {
             // client.conf's PORT goes with client.conf's SERVER; a server on the command line has its own or 9572.
-            server = ServerAddress.Parse(serverText, options.Server is null ? config.Port ?? ServerAddress.DefaultPort : ServerAddress.DefaultPort);
+            candidates = [ServerAddress.Parse(serverText, options.Server is null ? config.Port ?? ServerAddress.DefaultPort : ServerAddress.DefaultPort)];
         }
         else
         {
             var found = await Discovery.ServerFinder.DiscoverAsync(options.Timeout, (ulong)(size ?? 0), token, DiscoveryProtocol.Port);
-            var best = found.FirstOrDefault(f => f.Admits && f.Reply.FreeCapacity >= (ulong)(size ?? 0))
-                ?? throw new Attach.AttachException(found.Count == 0
+            var usable = found.Where(f => f.Admits && f.Reply.FreeCapacity >= (ulong)(size ?? 0)).ToList();
+            if (usable.Count == 0)
+            {
+                throw new Attach.AttachException(found.Count == 0
                     ? $"no swap server answered discovery within {options.Timeout.TotalSeconds:0.#} s; give one: netswap attach SERVER"
                     : $"{found.Count} servers answered but none has room for {(size ?? 0) >> 20} MiB");
-            server = best.NbdEndpoint;
-            await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {server} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
+            }
+            foreach (var best in usable)
+            {
+                await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {best.NbdEndpoint} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
+            }
+            // Without TLS the best answer is taken; with TLS a server the site's CA does not vouch for (anyone on the
+            // LAN can answer discovery) is passed over for the next.
+            candidates = tls is null ? [usable[0].NbdEndpoint] : [.. usable.Select(f => f.NbdEndpoint)];
         }
         var mode = options.Mode switch
         {
@@ -92,10 +113,12 @@ internal static class AttachCommand
             "netlink" => Attach.NbdClientMode.Netlink,
             _ => Attach.NbdClientMode.Reconnect,
         };
-        var attached = await Attacher().AttachAsync(new Attach.AttachRequest(server, options.Device, size, token, options.Encrypt || config.Encrypt, options.Priority ?? config.Priority, mode)
+        var attached = await Attacher().AttachFirstTrustedAsync(candidates, server => new Attach.AttachRequest(server, options.Device, size, token, options.Encrypt || config.Encrypt, options.Priority ?? config.Priority, mode)
         {
             ReconnectFor = options.ReconnectFor,
             IoTimeout = options.IoTimeout,
+            Tls = tls,
+            TlsPreferred = tlsMode == "prefer",
         });
         await Console.Out.WriteLineAsync($"netswap: swap on {attached.Target} ({attached.Size >> 20} MiB from {attached.Server}, export {attached.Export}{(attached.Encrypted ? ", encrypted" : "")})");
         return 0;

@@ -11,6 +11,7 @@ internal static class KeepCommand
             new("--export", "NAME", "The export it is connected to, swap/TOKEN (required)."),
             new("--reconnect-for", "DURATION", "How long the kernel holds requests while a broken connection is replaced. Default: 2m."),
             new("--ready-file", "PATH", "Write the keeper's process ID here once it is ready."),
+            new("--tls-certificates", "DIR", "Reconnect over TLS with the credentials in DIR (ca-cert.pem, client-cert.pem, client-key.pem), handing each new connection to the kernel as kernel TLS."),
         ],
         reader =>
         {
@@ -19,7 +20,8 @@ internal static class KeepCommand
             var export = reader.Value("--export") ?? throw new UsageException("keep needs --export NAME");
             var reconnectFor = reader.Duration("--reconnect-for", Attach.AttachRequest.DefaultReconnectFor);
             var readyFile = reader.Value("--ready-file");
+            var tls = reader.Value("--tls-certificates") is { } directory ? Tls.TlsCredentials.FromDirectory(directory) : null;
             reader.EnsureConsumed();
-            return () => Attach.Keeper.RunAsync(device, server, export, reconnectFor, readyFile);
+            return () => Attach.Keeper.RunAsync(device, server, export, reconnectFor, readyFile, tls);
         });
 }

@@ -8,7 +8,7 @@ namespace NetSwap.Client.Kernel;
 /// and receive time-outs while netswap speaks on it, and without them once the kernel owns it (the driver would take a
 /// receive time-out for a dead connection).
 /// </summary>
-internal sealed unsafe class KernelSocket : Stream
+internal sealed unsafe class KernelSocket : BlockingStream
 {
     private int _fd;
 
@@ -51,8 +51,6 @@ internal sealed unsafe class KernelSocket : Stream
     /// <summary>Clears the time-outs: from here on the kernel owns the connection's pace.</summary>
     public void PrepareForKernel() => Libc.SetTimeouts(_fd, TimeSpan.Zero);
 
-    public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
     public override int Read(Span<byte> buffer)
     {
         fixed (byte* p = buffer)
@@ -72,8 +70,6 @@ internal sealed unsafe class KernelSocket : Stream
             }
         }
     }
-
-    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {
@@ -96,33 +92,6 @@ internal sealed unsafe class KernelSocket : Stream
             }
         }
     }
-
-    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-        Task.FromResult(Read(buffer, offset, count));
-
-    public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(Read(buffer.Span));
-
-    public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-    {
-        Write(buffer, offset, count);
-        return Task.CompletedTask;
-    }
-
-    public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
-    {
-        Write(buffer.Span);
-        return ValueTask.CompletedTask;
-    }
-
-    public override bool CanRead => true;
-    public override bool CanSeek => false;
-    public override bool CanWrite => true;
-    public override long Length => throw new NotSupportedException();
-    public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-    public override void Flush() { }
-    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-    public override void SetLength(long value) => throw new NotSupportedException();
 
     protected override void Dispose(bool disposing)
     {

@@ -159,7 +159,25 @@ internal sealed unsafe class NbdNetlink : IDisposable
         var buffer = new byte[256];
         var sequence = ++_sequence;
         var length = NetlinkMessages.Reconfigure(buffer, _family, sequence, index, deadConnectionSeconds, timeoutSeconds: null, socket);
-        SendAll(_requests, buffer.AsSpan(0, length));
+        Request(buffer.AsSpan(0, length), sequence, $"reconfigure nbd{index}");
+    }
+
+    /// <summary>
+    /// NBD_CMD_CONNECT of /dev/nbd<paramref name="index"/> over <paramref name="socket"/>, which the kernel keeps
+    /// (this process may close its own descriptor afterwards); throws with the kernel's errno when refused.
+    /// </summary>
+    public void Connect(uint index, int socket, ulong sizeBytes, ulong serverFlags, TimeSpan ioTimeout, TimeSpan? deadConnection)
+    {
+        var buffer = new byte[256];
+        var sequence = ++_sequence;
+        var length = NetlinkMessages.Connect(buffer, _family, sequence, index, sizeBytes, blockSize: 4096, serverFlags,
+            deadConnection is { } dead ? (ulong)Math.Ceiling(dead.TotalSeconds) : null, (ulong)Math.Max(1, Math.Ceiling(ioTimeout.TotalSeconds)), socket);
+        Request(buffer.AsSpan(0, length), sequence, $"connect nbd{index}");
+    }
+
+    private void Request(ReadOnlySpan<byte> message, uint sequence, string what)
+    {
+        SendAll(_requests, message);
         var answer = new byte[8192];
         var deadline = Environment.TickCount64 + 5000;
         while (Environment.TickCount64 < deadline)
@@ -172,13 +190,13 @@ internal sealed unsafe class NbdNetlink : IDisposable
                     var errno = NetlinkMessages.ReadError(answer.AsSpan(offset, (int)header.Length));
                     if (errno != 0)
                     {
-                        throw new NetlinkException($"the kernel refused to reconfigure nbd{index}: {Libc.Describe(errno)}");
+                        throw new NetlinkException($"the kernel refused to {what}: {Libc.Describe(errno)}");
                     }
                     return;
                 }
             }
         }
-        throw new NetlinkException($"the kernel did not answer the reconfiguration of nbd{index}");
+        throw new NetlinkException($"the kernel did not answer the request to {what}");
     }
 
     /// <summary>Waits up to <paramref name="timeout"/> for a dead-link event; the device index, or null when none came.</summary>

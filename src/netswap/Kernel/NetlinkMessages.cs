@@ -30,10 +30,14 @@ internal static class NetlinkMessages
     public const string NbdFamilyName = "nbd";
     public const string NbdMulticastGroup = "nbd_mc_group";
     public const byte NbdGenlVersion = 1;
+    public const byte NbdCmdConnect = 1;
     public const byte NbdCmdReconfigure = 3;
     public const byte NbdCmdLinkDead = 4;
     public const ushort NbdAttrIndex = 1;
+    public const ushort NbdAttrSizeBytes = 2;
+    public const ushort NbdAttrBlockSizeBytes = 3;
     public const ushort NbdAttrTimeout = 4;
+    public const ushort NbdAttrServerFlags = 5;
     public const ushort NbdAttrSockets = 7;
     public const ushort NbdAttrDeadConnTimeout = 8;
     public const ushort NbdSockItem = 1;
@@ -115,6 +119,28 @@ internal static class NetlinkMessages
     {
         var writer = new Writer(buffer, family, NlmFRequest | NlmFAck, sequence, NbdCmdReconfigure, NbdGenlVersion);
         writer.U32(NbdAttrIndex, index);
+        TimeoutsAndSocket(ref writer, deadConnectionSeconds, timeoutSeconds, socket);
+        return writer.Finish().Length;
+    }
+
+    /// <summary>
+    /// NBD_CMD_CONNECT of device <paramref name="index"/> with one connected socket, as nbd-client's netlink mode does
+    /// it: the export's size and transmission flags from NBD_OPT_GO, the block size, the time-outs.
+    /// </summary>
+    public static int Connect(Span<byte> buffer, ushort family, uint sequence, uint index, ulong sizeBytes, ulong blockSize, ulong serverFlags,
+        ulong? deadConnectionSeconds, ulong? timeoutSeconds, int socket)
+    {
+        var writer = new Writer(buffer, family, NlmFRequest | NlmFAck, sequence, NbdCmdConnect, NbdGenlVersion);
+        writer.U32(NbdAttrIndex, index);
+        writer.U64(NbdAttrSizeBytes, sizeBytes);
+        writer.U64(NbdAttrBlockSizeBytes, blockSize);
+        writer.U64(NbdAttrServerFlags, serverFlags);
+        TimeoutsAndSocket(ref writer, deadConnectionSeconds, timeoutSeconds, socket);
+        return writer.Finish().Length;
+    }
+
+    private static void TimeoutsAndSocket(ref Writer writer, ulong? deadConnectionSeconds, ulong? timeoutSeconds, int? socket)
+    {
         if (timeoutSeconds is { } timeout)
         {
             writer.U64(NbdAttrTimeout, timeout);
@@ -131,7 +157,6 @@ internal static class NetlinkMessages
             writer.EndNested(item);
             writer.EndNested(sockets);
         }
-        return writer.Finish().Length;
     }
 
     public readonly record struct Header(uint Length, ushort Type, ushort Flags, uint Sequence, uint Port);

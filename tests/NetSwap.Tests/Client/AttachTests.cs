@@ -1,6 +1,7 @@
 using System.Net;
 using NetSwap.Client;
 using NetSwap.Client.Attach;
+using NetSwap.Client.Tls;
 using NetSwap.Protocol.Swap;
 
 namespace NetSwap.Tests.Client;
@@ -339,6 +340,90 @@ public sealed class AttachTests : IDisposable
         var token = MachineToken.Get(path);
         Assert.Equal("m-0123456789abcdef", token);
         Assert.True(SwapExportName.IsValidToken(MachineToken.Get(Path.Combine(_root, "missing"))));
+    }
+
+    /// <summary>The kernel-TLS connection of attach --tls, recorded; the device comes up as after nbd-client.</summary>
+    private sealed class RecordingConnector(RecordingRunner runner, Action<string> connected, params string[] untrusted) : IKernelConnector
+    {
+        public Task<string> ConnectAsync(string device, AttachRequest request, string export, CancellationToken cancellationToken)
+        {
+            runner.Commands.Add($"kernel-tls {request.Server} {export} {device}");
+            if (untrusted.Contains(request.Server.ToString()))
+            {
+                throw new UntrustedServerException("the server's certificate is not trusted: unable to get local issuer certificate");
+            }
+            connected(device);
+            return Task.FromResult("TLS 1.3 (TLS_AES_128_GCM_SHA256, kernel TLS)");
+        }
+    }
+
+    private SwapAttacher TlsAttacher(bool kernelHasTls, params string[] untrusted)
+    {
+        var ulp = Path.Combine(_root, "tcp_available_ulp");
+        File.WriteAllText(ulp, kernelHasTls ? "mptcp tls\n" : "mptcp\n");
+        return new(_runner, new RecordingSwapSystem(_runner), Paths with { AvailableUlp = ulp }, _log)
+        {
+            KeeperCommand = "netswap",
+            Connector = new RecordingConnector(_runner, _runner.OnConnect!, untrusted),
+        };
+    }
+
+    private static TlsCredentials Credentials => new TlsCredentials("/etc/netswap/tls/client/ca-cert.pem", null, null) { Directory = "/etc/netswap/tls/client" };
+
+    [Fact]
+    public async Task AttachTls_HandsTheDeviceATlsSocket_WithoutNbdClient_AndTheKeeperReconnectsOverTls()
+    {
+        Devices(header: true);
+        await TlsAttacher(kernelHasTls: true).AttachAsync(Request() with { Tls = Credentials });
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal(
+        [
+            $"kernel-tls 10.0.5.1:9572 swap/pc07:256M {dev}",
+            Keep(dev) + " --tls-certificates /etc/netswap/tls/client",
+            $"swapon {dev}",
+        ], _runner.Commands);
+        Assert.Contains("kernel TLS", _log.ToString());
+    }
+
+    [Fact]
+    public async Task AttachTls_WhereTheKernelHasNoKernelTls_FailsBeforeConnecting_NeverInTheClear()
+    {
+        Devices(header: true);
+        var e = await Assert.ThrowsAsync<AttachException>(() => TlsAttacher(kernelHasTls: false).AttachAsync(Request() with { Tls = Credentials }));
+        Assert.Contains("cannot attach over TLS: this kernel has no kernel TLS", e.Message);
+        Assert.Contains("--tls=prefer", e.Message);
+        // The module was asked for once; nothing was connected.
+        Assert.Equal(["modprobe tls"], _runner.Commands);
+    }
+
+    [Fact]
+    public async Task AttachTlsPrefer_WhereTheKernelHasNoKernelTls_AttachesWithoutTls_AndSaysSo()
+    {
+        Devices(header: true);
+        await TlsAttacher(kernelHasTls: false).AttachAsync(Request() with { Tls = Credentials, TlsPreferred = true });
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal("modprobe tls", _runner.Commands[0]);
+        Assert.Equal($"nbd-client 10.0.5.1 9572 -N swap/pc07:256M {dev} -swap -b 4096 -timeout 5", _runner.Commands[1]);
+        Assert.DoesNotContain(_runner.Commands, c => c.Contains("--tls-certificates", StringComparison.Ordinal));
+        Assert.Contains("attaching WITHOUT TLS", _log.ToString());
+    }
+
+    [Fact]
+    public async Task AttachTls_PassesOverAServerTheCaDoesNotVouchFor_AndTakesTheNextFound()
+    {
+        Devices(header: true);
+        IPEndPoint rogue = new(IPAddress.Parse("10.0.5.9"), 9572), good = new(IPAddress.Parse("10.0.5.1"), 9572);
+        var attached = await TlsAttacher(kernelHasTls: true, untrusted: rogue.ToString())
+            .AttachFirstTrustedAsync([rogue, good], server => Request() with { Server = server, Tls = Credentials });
+        Assert.Equal(good.ToString(), attached.Server);
+        var dev = Path.Combine(_root, "dev", "nbd2");
+        Assert.Equal($"kernel-tls 10.0.5.9:9572 swap/pc07:256M {dev}", _runner.Commands[0]);
+        Assert.Equal($"kernel-tls 10.0.5.1:9572 swap/pc07:256M {dev}", _runner.Commands[1]);
+        Assert.Contains("skipping 10.0.5.9:9572: the server's certificate is not trusted", _log.ToString());
+        // Only one untrusted candidate, and no other: the refusal itself is the error.
+        _runner.Commands.Clear();
+        await Assert.ThrowsAsync<UntrustedServerException>(() => TlsAttacher(kernelHasTls: true, untrusted: rogue.ToString())
+            .AttachFirstTrustedAsync([rogue], server => Request() with { Server = server, Tls = Credentials }));
     }
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
