@@ -53,7 +53,7 @@ if [ "$SCENARIO" = tls ]; then
     finish PASS
 fi
 
-if [ "$SCENARIO" = ktls ]; then
+if [ "${SCENARIO%%-*}" = ktls ]; then
     # Kernel TLS: netswap attach --tls hands the kernel a socket that encrypts in the kernel.
     for module in gf128mul ghash-generic ctr gcm libchacha chacha_generic libpoly1305 poly1305_generic chacha20poly1305 tls; do
         insmod "/lib/modules/$module.ko" || finish FAIL
@@ -73,7 +73,7 @@ if [ "$SCENARIO" != basic ]; then
     TARGET=${SERVER:+$SERVER:$PORT}
     # The short cut (5 s with the link down) is meant to be shorter than the timeouts, so that nothing has to
     # reconnect: the kernel gives a send as long as the request time-out, and the default (5 s) is no longer than the cut.
-    [ "$SCENARIO" = cut ] && IOTIMEOUT="--io-timeout 15s"
+    case $SCENARIO in *cut) IOTIMEOUT="--io-timeout 15s" ;; esac
     say "netswap attach ${TARGET:-(discovery)} $IOTIMEOUT"
     NETSWAP_RSS=1 netswap attach $TARGET --token "$TOKEN" --size 128M --priority 5 $ENCRYPT $TLS ${MODE:+--mode $MODE} $IOTIMEOUT || finish FAIL
     say "free: $(free | sed -n 2p)"

@@ -9,7 +9,9 @@
 #                                        discovery) | cut (discover, then the link is down 5 s mid-workload) |
 #                                        reconnect (discover, then the server kills the connection mid-workload) |
 #                                        ktls (netswap attach --tls: kernel TLS; every netswap and nbd-client process
-#                                        killed mid-workload; a capture of the guest's link holds no plaintext page)
+#                                        killed mid-workload; a capture of the guest's link holds no plaintext page) |
+#                                        ktls-cut, ktls-reconnect (cut and reconnect over kernel TLS; in ktls-reconnect
+#                                        a rogue server with a certificate of another CA answers discovery first)
 #   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
 #   E2E_LOG_DIR=DIR                      keep the console and server logs there
 set -euo pipefail
@@ -36,7 +38,7 @@ region=${E2E_REGION_MIB:-64}
 case $scenario in
   basic|tls) lock=${E2E_LOCK_MIB:-58} ;;
   encrypt) lock=${E2E_LOCK_MIB:-50} ;;
-  ktls) lock=${E2E_LOCK_MIB:-48} ;;
+  ktls*) lock=${E2E_LOCK_MIB:-48} ;;
   *) lock=${E2E_LOCK_MIB:-54} ;;
 esac
 
@@ -49,14 +51,18 @@ server_pid=""
 ns=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  [ -n "$rogue_pid" ] && kill "$rogue_pid" 2>/dev/null || true
   [ -n "$disruptor" ] && kill "$disruptor" 2>/dev/null || true
   wait 2>/dev/null || true
   umount -l "$work/swap" 2>/dev/null || true
+  umount -l "$work/rogue-swap" 2>/dev/null || true
   if [ -n "${E2E_LOG_DIR:-}" ]; then mkdir -p "$E2E_LOG_DIR"; cp "$work"/*.log "$E2E_LOG_DIR/" 2>/dev/null || true; fi
   rm -rf "$work"
+  [ -n "$ns" ] && ip netns del "$ns-rogue" 2>/dev/null || true
   [ -n "$ns" ] && ip netns del "$ns" 2>/dev/null || true
 }
 disruptor=""
+rogue_pid=""
 trap cleanup EXIT
 mkdir -p "$work/swap"
 mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
@@ -69,7 +75,7 @@ discovery=off
 guest_net=(-nic user,model=e1000)
 guest_params="netswap.server=10.0.2.2 netswap.port=$port"
 case $scenario in
-  discover|cut|reconnect)
+  discover|cut|reconnect|ktls-cut|ktls-reconnect)
     # A LAN of its own: a network namespace with a bridge (the server's side, 10.254.0.1) and the guest's tap on it.
     ns="netswap-e2e-$$"
     e2e_lan_up "$ns"
@@ -89,7 +95,7 @@ case $scenario in
     guest_net=(-netdev user,id=n0 -device e1000,netdev=n0 -object "filter-dump,id=capture,netdev=n0,file=$work/capture.pcap")
     ;;
 esac
-if [ "$scenario" = tls ] || [ "$scenario" = ktls ]; then
+if [ "$scenario" = tls ] || [ "${scenario%%-*}" = ktls ]; then
   # Credentials for this run; the guest gets its client key in a second cpio archive appended to the initramfs.
   "$top/scripts/netswap-make-certs" "$work/certs" --server-name netswap-e2e --server-ip 10.0.2.2 --client guest >/dev/null
   extra=(--tls require --tls-certificates "$work/certs/server" --tls-verify-client)
@@ -106,10 +112,29 @@ for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/netswapd.log" && break
 grep -q "netswapd ready" "$work/netswapd.log" || { cat "$work/netswapd.log"; echo "e2e: netswapd did not start" >&2; exit 1; }
 
 # The disruption of the cut and reconnect scenarios, once the workload runs.
-if [ "$scenario" = cut ] || [ "$scenario" = reconnect ]; then
+# A rogue server on the same LAN (ktls-reconnect): a certificate of its own CA, and more free space than the real
+# one, so that discovery ranks it first; the client must pass it over.
+if [ "$scenario" = ktls-reconnect ]; then
+  ip netns add "$ns-rogue"
+  ip link add rogue0 netns "$ns" type veth peer name eth0 netns "$ns-rogue"
+  ip -n "$ns" link set rogue0 master br0 up
+  ip -n "$ns-rogue" addr add 10.254.0.2/24 brd + dev eth0
+  ip -n "$ns-rogue" link set eth0 up
+  ip -n "$ns-rogue" link set lo up
+  "$top/scripts/netswap-make-certs" "$work/rogue-certs" --server-name rogue >/dev/null
+  mkdir -p "$work/rogue-swap"
+  mount -t tmpfs -o size=1G,mode=0700 tmpfs "$work/rogue-swap"
+  ip netns exec "$ns-rogue" "${netswapd[@]}" --listen 10.254.0.2:9572 --swap-dir "$work/rogue-swap" --swap-size 128M --discovery on \
+    --tls require --tls-certificates "$work/rogue-certs/server" --control-socket "$work/rogue.sock" -v > "$work/rogue.log" 2>&1 &
+  rogue_pid=$!
+  for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/rogue.log" && break; sleep 0.05; done
+  grep -q "netswapd ready" "$work/rogue.log" || { cat "$work/rogue.log"; echo "e2e: the rogue netswapd did not start" >&2; exit 1; }
+fi
+case $scenario in *cut) disruption=cut ;; *reconnect) disruption=reconnect ;; *) disruption="" ;; esac
+if [ -n "$disruption" ]; then
   (
     for _ in $(seq 1 600); do grep -q "memtest: filled" "$work/console.log" 2>/dev/null && break; sleep 0.2; done
-    if [ "$scenario" = cut ]; then
+    if [ "$disruption" = cut ]; then
       echo "e2e: link down for 5 s" >> "$work/disruption.log"
       ip -n "$ns" link set tap0 down
       sleep 5
@@ -144,20 +169,29 @@ if [ -f "$work/capture.pcap" ]; then
   rm -f "$work/capture.pcap"
 fi
 grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap:" "$work/console.log" || true
-grep "TLS established\|TLS refused\|reattached\|kept for\|found " "$work/netswapd.log" "$work/console.log" 2>/dev/null || true
+grep "TLS established\|TLS refused\|reattached\|kept for\|found \|skipping" "$work/netswapd.log" "$work/console.log" 2>/dev/null || true
 cat "$work/disruption.log" 2>/dev/null || true
 verdict=FAIL
+proof="MEMTEST PASS"
 case $scenario in
   tls) proof="TLS DATA VERIFIED"; grep -q "TLS established" "$work/netswapd.log" || proof="(no TLS session in the server log)" ;;
-  reconnect) proof="MEMTEST PASS"
+  reconnect|ktls-reconnect)
     # The connection really broke and the same area was taken up again by the keeper's new connection.
     grep -q "reattached\|taking over" "$work/netswapd.log" && grep -q "netswap-keep.*reconnected" "$work/console.log" \
       || proof="(no reconnect: neither a reattach in the server log nor the keeper's report on the console)" ;;
-  ktls) proof="MEMTEST PASS"
+  ktls)
     # TLS with the server, nothing of the workload in the clear, and nothing in userspace carrying it.
     { grep -q "TLS established" "$work/netswapd.log" && [ "${markers:-1}" = 0 ] && grep -q "killed every netswap and nbd-client process with SIGKILL.*left: 0" "$work/console.log"; } \
       || proof="(kernel TLS not shown: a TLS session in the server log, no plaintext marker on the link, every process killed)" ;;
-  *) proof="MEMTEST PASS" ;;
+esac
+case $scenario in
+  ktls-*)
+    # Over kernel TLS, and in ktls-reconnect the rogue that answered discovery with more room was passed over.
+    grep -q "TLS established" "$work/netswapd.log" && grep -q "kernel TLS): no process relays its data" "$work/console.log" \
+      || proof="(no kernel TLS connection)"
+    if [ "$scenario" = ktls-reconnect ]; then
+      grep -q "skipping 10.254.0.2:9572: the server's certificate is not trusted" "$work/console.log" || proof="(the rogue server was not passed over)"
+    fi ;;
 esac
 if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/console.log" && grep -q "$proof" "$work/console.log" \
    && grep -q "created" "$work/netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then

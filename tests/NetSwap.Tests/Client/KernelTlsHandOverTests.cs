@@ -94,6 +94,19 @@ public sealed class KernelTlsHandOverTests
     }
 
     [Fact]
+    public async Task AServerPresentingAClientsCertificate_IsRefused_SoAStolenClientKeyCannotPoseAsAServer()
+    {
+        var certs = await TestCertificates.GetAsync();
+        // Signed by the site's CA, but for clients only (extendedKeyUsage clientAuth, as netswap-make-certs writes it).
+        var impostor = TlsConfiguration.Load(TlsMode.Require, null, Path.Combine(certs.Client("pc02"), "client-cert.pem"),
+            Path.Combine(certs.Client("pc02"), "client-key.pem"), Path.Combine(certs.Client("pc02"), "ca-cert.pem"), verifyClient: false, null, new HashSet<string>());
+        await using var server = await StartAsync(impostor);
+        var e = await Assert.ThrowsAsync<TlsUntrustedServerException>(() =>
+            KernelBoundConnection.OpenAsync(Endpoint(server), TlsCredentials.FromDirectory(certs.Client("pc01")), TimeSpan.FromSeconds(10), default));
+        Assert.Contains("unsuitable certificate purpose", e.Message);
+    }
+
+    [Fact]
     public async Task AClientWithoutACertificate_IsRefusedByVerifyClient_WithAClearError()
     {
         var certs = await TestCertificates.GetAsync();

@@ -139,4 +139,45 @@ public class ClientBootScriptTests
         Assert.Equal("", wrong.Calls);
         Assert.Contains("NETSWAP=maybe in ltsp.conf is not yes, auto or no", wrong.Stderr);
     }
+    /// <summary>
+    /// The initramfs-tools hook, run as update-initramfs runs it (DESTDIR, hook-functions), with the functions faked:
+    /// TLS in client.conf brings the kernel TLS modules and the machine's credentials into the image, and a warning
+    /// that the key is in it; without TLS, neither.
+    /// </summary>
+    [Theory]
+    [InlineData("require", true)]
+    [InlineData("prefer", true)]
+    [InlineData("off", false)]
+    public async Task InitramfsHook_CarriesTheTlsCredentialsAndModules_OnlyWhenTlsIsOn(string tls, bool carried)
+    {
+        var work = Scratch.Directory("netswap-hook-");
+        var destination = Path.Combine(work, "initramfs");
+        var credentials = Path.Combine(work, "tls");
+        Directory.CreateDirectory(destination);
+        Directory.CreateDirectory(credentials);
+        foreach (var file in new[] { "ca-cert.pem", "client-cert.pem", "client-key.pem" })
+        {
+            File.WriteAllText(Path.Combine(credentials, file), file);
+        }
+        var calls = Path.Combine(work, "calls");
+        File.WriteAllText(Path.Combine(work, "hook-functions"),
+            $"copy_exec() {{ echo \"copy_exec $*\" >> {calls}; }}\nmanual_add_modules() {{ echo \"manual_add_modules $*\" >> {calls}; }}\n");
+        var conf = Path.Combine(work, "client.conf");
+        File.WriteAllText(conf, $"SWAP=auto\nTLS=off\nTLS=\"{tls}\"\nTLS_CERTIFICATES={credentials}\n");
+        var run = await ExternalTool.RunAsync("sh", [Path.Combine(Packaging, "initramfs-hook")], environment: new Dictionary<string, string>
+        {
+            ["DESTDIR"] = destination,
+            ["NETSWAP_HOOK_FUNCTIONS"] = Path.Combine(work, "hook-functions"),
+            ["NETSWAP_CLIENT_CONF"] = conf,
+        });
+        Assert.True(run.ExitCode == 0, run.All);
+        var called = await File.ReadAllTextAsync(calls);
+        Assert.Contains("copy_exec /usr/bin/netswap /bin", called);
+        Assert.Contains("manual_add_modules nbd", called);
+        Assert.Equal(carried, called.Contains("manual_add_modules tls gcm ghash-generic ctr chacha20poly1305", StringComparison.Ordinal));
+        Assert.Equal(carried, File.Exists(destination + Path.Combine(credentials, "client-key.pem")));
+        Assert.Equal(carried, File.Exists(destination + Path.Combine(credentials, "ca-cert.pem")));
+        Assert.Equal(carried, run.Stderr.Contains("the initramfs now holds this machine's TLS key", StringComparison.Ordinal));
+        Assert.True(File.Exists(Path.Combine(destination, "etc", "netswap", "client.conf")));
+    }
 }
