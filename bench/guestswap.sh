@@ -13,6 +13,7 @@ bench_require guestswap.sh qemu-system-x86_64
 scenarios=${SCENARIOS:-attach ktls encrypt}
 rounds=${ROUNDS:-2}
 out=${BENCH_OUT:-$(mktemp -d /tmp/netswap-guestswap.XXXXXX)}
+mkdir -p "$out"
 for round in $(seq 1 "$rounds"); do
   for scenario in $scenarios; do
     log="$out/$scenario-$round.log"
