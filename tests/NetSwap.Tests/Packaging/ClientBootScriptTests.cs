@@ -174,7 +174,7 @@ public class ClientBootScriptTests
         var called = await File.ReadAllTextAsync(calls);
         Assert.Contains("copy_exec /usr/bin/netswap /bin", called);
         Assert.Contains("manual_add_modules nbd", called);
-        Assert.Equal(carried, called.Contains("manual_add_modules tls gcm ghash-generic ctr chacha20poly1305", StringComparison.Ordinal));
+        Assert.Equal(carried, called.Contains("manual_add_modules tls gcm ghash-generic ctr chacha20poly1305 chacha_generic poly1305_generic", StringComparison.Ordinal));
         Assert.Equal(carried, File.Exists(destination + Path.Combine(credentials, "client-key.pem")));
         Assert.Equal(carried, File.Exists(destination + Path.Combine(credentials, "ca-cert.pem")));
         Assert.Equal(carried, run.Stderr.Contains("the initramfs now holds this machine's TLS key", StringComparison.Ordinal));
