@@ -17,14 +17,19 @@
 #           own initramfs hook adds every network driver (`auto_add_modules net`), and its 24 MB initramfs, 73 MiB
 #           unpacked, does not fit 128 MiB while the kernel unpacks it (it panicked "deadlocked on memory").
 #
-#   tests/e2e-install/run.sh [all|server|client]    E2E_INSTALL_BUILD=DIR (default tests/e2e-install/build),
+#   client-tls  the same client with TLS=require in client.conf and its TLS credentials in /etc/netswap/tls/client
+#           (update-initramfs run again after they are in): the hook puts the kernel TLS modules and the credentials
+#           into the initramfs, and the init-premount script's `netswap attach --auto` swaps over kernel TLS from
+#           netswapd --tls require --tls-verify-client.
+#
+#   tests/e2e-install/run.sh [all|server|client|client-tls]    E2E_INSTALL_BUILD=DIR (default tests/e2e-install/build),
 #                                                   E2E_LOG_DIR=DIR (keep the consoles and logs)
 # Exit 0 only when every part asked for passed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 part=${1:-all}
-case $part in all|server|client) ;; *) echo "e2e-install: unknown part '$part' (all, server or client)" >&2; exit 2 ;; esac
+case $part in all|server|client|client-tls) ;; *) echo "e2e-install: unknown part '$part' (all, server, client or client-tls)" >&2; exit 2 ;; esac
 build=${E2E_INSTALL_BUILD:-$here/build}
 for tool in mmdebstrap qemu-system-x86_64 mkfs.ext4 dpkg-parsechangelog gcc ip; do
   command -v "$tool" >/dev/null || { echo "e2e-install: $tool missing (make test-deps installs it)" >&2; exit 1; }
@@ -124,8 +129,13 @@ UNIT
 }
 
 run_client() {
-  local root="$work/client" started elapsed
+  local tls=${1:-}
+  local root="$work/client" started elapsed name=client${tls:+-tls}
+  rm -rf "$root"
   mkdir "$root"
+  # What an earlier client run left: its LAN and its server's tmpfs.
+  [ -n "$ns" ] && { ip netns del "$ns" 2>/dev/null || true; ns=""; }
+  umount -l "$work/swap" 2>/dev/null || true
   tar -xf "$build/rootfs.tar" -C "$root"
   # A lab image for machines this small carries the modules it needs, not "most" of them (a 39 MB initramfs that a
   # 128 MiB machine cannot unpack): the network card, the root disk and its file system. The hook adds nbd.
@@ -136,19 +146,35 @@ run_client() {
   started=$(date +%s)
   # The image is made as an administrator would: apt installs the package, whose trigger runs update-initramfs.
   if ! chroot "$root" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-      apt-get -o Dpkg::Use-Pty=0 install -y --no-install-recommends /root/netswap-client.deb > "$work/client-apt.log" 2>&1; then
-    cat "$work/client-apt.log"; echo "e2e-install client: FAIL: apt could not install the client package in the image"
+      apt-get -o Dpkg::Use-Pty=0 install -y --no-install-recommends /root/netswap-client.deb > "$work/$name-apt.log" 2>&1; then
+    cat "$work/$name-apt.log"; echo "e2e-install $name: FAIL: apt could not install the client package in the image"
     umount "$root/proc"; return 1
   fi
-  grep "update-initramfs" "$work/client-apt.log" || true
-  chroot "$root" lsinitramfs "$(cd "$root" && ls boot/initrd.img-* | head -n 1 | sed 's|^|/|')" > "$work/client-initramfs.list"
+  if [ -n "$tls" ]; then
+    # The site's credentials for this machine, as an administrator copies them in, and TLS on in client.conf; then
+    # the initramfs again, as update-initramfs -u after a configuration change.
+    "$top/scripts/netswap-make-certs" "$work/certs" --server-name netswap-e2e --client netswap-client >/dev/null
+    mkdir -p "$root/etc/netswap/tls/client"
+    cp "$work/certs/clients/netswap-client/"*.pem "$root/etc/netswap/tls/client/"
+    chmod 0600 "$root/etc/netswap/tls/client/client-key.pem"
+    echo "TLS=require" >> "$root/etc/netswap/client.conf"
+    chroot "$root" env PATH=/usr/sbin:/usr/bin:/sbin:/bin update-initramfs -u >> "$work/$name-apt.log" 2>&1 \
+      || { cat "$work/$name-apt.log"; echo "e2e-install $name: FAIL: update-initramfs -u"; umount "$root/proc"; return 1; }
+  fi
+  grep "update-initramfs\|netswap:" "$work/$name-apt.log" || true
+  chroot "$root" lsinitramfs "$(cd "$root" && ls boot/initrd.img-* | head -n 1 | sed 's|^|/|')" > "$work/$name-initramfs.list"
   umount "$root/proc"
   for file in usr/bin/netswap usr/sbin/nbd-client scripts/init-premount/netswap etc/netswap/client.conf; do
-    grep -q "/$file\$\|^$file\$" "$work/client-initramfs.list" \
-      || { echo "e2e-install client: FAIL: the initramfs update-initramfs built has no $file"; return 1; }
+    grep -q "/$file\$\|^$file\$" "$work/$name-initramfs.list" \
+      || { echo "e2e-install $name: FAIL: the initramfs update-initramfs built has no $file"; return 1; }
   done
-  grep -q "/nbd.ko" "$work/client-initramfs.list" || { echo "e2e-install client: FAIL: the initramfs has no nbd module"; return 1; }
-  echo "e2e-install client: image made and its initramfs built by update-initramfs in $(( $(date +%s) - started )) s" \
+  grep -q "/nbd.ko" "$work/$name-initramfs.list" || { echo "e2e-install $name: FAIL: the initramfs has no nbd module"; return 1; }
+  if [ -n "$tls" ]; then
+    for file in /tls.ko /chacha20poly1305.ko /chacha_generic.ko /poly1305_generic.ko /gcm.ko etc/netswap/tls/client/client-key.pem etc/netswap/tls/client/ca-cert.pem; do
+      grep -q "$file" "$work/$name-initramfs.list" || { echo "e2e-install $name: FAIL: the initramfs has no $file"; return 1; }
+    done
+  fi
+  echo "e2e-install $name: image made and its initramfs built by update-initramfs in $(( $(date +%s) - started )) s" \
     "($(du -h "$(ls "$root"/boot/initrd.img-* | head -n 1)" | cut -f1))"
   gcc -static -O2 -o "$root/root/memtest" "$top/tests/e2e/memtest.c"
   install -m 0755 "$here/client-init.sh" "$root/root/client-init"
@@ -162,17 +188,19 @@ run_client() {
   e2e_lan_up "$ns"
   mkdir -p "$work/swap"
   mount -t tmpfs -o size=512M,mode=0700 tmpfs "$work/swap"
+  local tls_server=()
+  [ -n "$tls" ] && tls_server=(--tls require --tls-certificates "$work/certs/server" --tls-verify-client)
   ip netns exec "$ns" "$top/dist/netswapd" --listen 10.254.0.1:9572 --swap-dir "$work/swap" --swap-size 128M --swap-grace 30s \
-    --control-socket "$work/control.sock" --discovery on -v > "$work/client-netswapd.log" 2>&1 &
+    --control-socket "$work/control.sock" --discovery on -v "${tls_server[@]}" > "$work/$name-netswapd.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/client-netswapd.log" && break; sleep 0.05; done
-  grep -q "netswapd ready" "$work/client-netswapd.log" || { cat "$work/client-netswapd.log"; echo "e2e-install client: FAIL: netswapd did not start"; return 1; }
+  for _ in $(seq 1 200); do grep -q "netswapd ready" "$work/$name-netswapd.log" && break; sleep 0.05; done
+  grep -q "netswapd ready" "$work/$name-netswapd.log" || { cat "$work/$name-netswapd.log"; echo "e2e-install $name: FAIL: netswapd did not start"; return 1; }
 
   started=$(date +%s)
   # net.ifnames=0: the kernel's eth0, which ip= names. No netswap= on the command line: client.conf as shipped
   # (SWAP=auto below 1G of memory) asks for swap on a machine that boots from the network (ip=).
   timeout "${E2E_TIMEOUT:-600}" ip netns exec "$ns" qemu-system-x86_64 -machine accel=tcg -m 256 -smp 1 -nodefaults -no-user-config \
-    -display none -serial "file:$work/client-console.log" -no-reboot \
+    -display none -serial "file:$work/$name-console.log" -no-reboot \
     -kernel "$work/client-vmlinuz" -initrd "$work/client-initrd" \
     -drive "file=$work/client.img,if=virtio,format=raw" \
     -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device e1000,netdev=n0 \
@@ -184,20 +212,24 @@ run_client() {
   areas=$("$top/dist/netswapd" status --json --control-socket "$work/control.sock" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["swap"]["areas"]))')
   used=$(df --output=used -B1 "$work/swap" | tail -1 | tr -d ' ')
   kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-  tr -d '\r' < "$work/client-console.log" | grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap" || true
-  if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/client-console.log" && grep -q "MEMTEST PASS" "$work/client-console.log" \
-     && grep -q "NETSWAP-E2E: swap on before init" "$work/client-console.log" \
-     && grep -q "created" "$work/client-netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then
-    echo "e2e-install client: PASS in $elapsed s (boot, attach from the initramfs by discovery, workload, detach); server areas after power-off: $areas, bytes: $used"
+  tr -d '\r' < "$work/$name-console.log" | grep "NETSWAP-E2E\|MEMTEST\|memtest:\|netswap" || true
+  grep "TLS established" "$work/$name-netswapd.log" || true
+  local tls_ok=yes
+  [ -n "$tls" ] && { grep -q "TLS established" "$work/$name-netswapd.log" && grep -q "kernel TLS): no process relays its data" "$work/$name-console.log" || tls_ok=no; }
+  if grep -q "NETSWAP-E2E: VERDICT PASS" "$work/$name-console.log" && grep -q "MEMTEST PASS" "$work/$name-console.log" \
+     && grep -q "NETSWAP-E2E: swap on before init" "$work/$name-console.log" && [ "$tls_ok" = yes ] \
+     && grep -q "created" "$work/$name-netswapd.log" && [ "$areas" = 0 ] && [ "$used" = 0 ]; then
+    echo "e2e-install $name: PASS in $elapsed s (boot, attach from the initramfs by discovery${tls:+ over kernel TLS}, workload, detach); server areas after power-off: $areas, bytes: $used"
     return 0
   fi
-  echo "e2e-install client: FAIL after $elapsed s; server areas after power-off: $areas, bytes: $used"
-  echo "---- guest console ----"; tail -n 120 "$work/client-console.log"
-  echo "---- netswapd log ----"; tail -n 40 "$work/client-netswapd.log"
+  echo "e2e-install $name: FAIL after $elapsed s; server areas after power-off: $areas, bytes: $used"
+  echo "---- guest console ----"; tail -n 120 "$work/$name-console.log"
+  echo "---- netswapd log ----"; tail -n 40 "$work/$name-netswapd.log"
   return 1
 }
 
 if [ "$part" = all ] || [ "$part" = server ]; then run_server || failed=1; fi
 if [ "$part" = all ] || [ "$part" = client ]; then run_client || failed=1; fi
+if [ "$part" = all ] || [ "$part" = client-tls ]; then run_client tls || failed=1; fi
 [ "$failed" = 0 ] && echo "e2e-install: PASS ($part)" || echo "e2e-install: FAIL ($part)"
 exit "$failed"

@@ -56,4 +56,21 @@ public class InstallVmTests
         Assert.Contains("NETSWAP-E2E: VERDICT PASS", result.Stdout);
         Assert.Contains("server areas after power-off: 0, bytes: 0", result.Stdout);
     }
+    /// <summary>
+    /// The same client with TLS=require in client.conf and its credentials in /etc/netswap/tls/client: the package's
+    /// hook puts the kernel TLS modules and the credentials into the initramfs update-initramfs -u built, and the
+    /// init-premount script attaches over kernel TLS from netswapd --tls require --tls-verify-client.
+    /// </summary>
+    [Fact]
+    public async Task ClientGuest_WithTlsInClientConf_AttachesOverKernelTlsFromTheInitramfs()
+    {
+        var result = await RunAsync("client-tls");
+        Assert.Contains("the initramfs now holds this machine's TLS key", result.Stdout);
+        Assert.Contains("NETSWAP-E2E: swap on before init: /dev/nbd0", result.Stdout);
+        Assert.Contains("kernel TLS): no process relays its data", result.Stdout);
+        Assert.Contains("TLS established (Tls13", result.Stdout);
+        Assert.Contains("MEMTEST PASS", result.Stdout);
+        Assert.Contains("NETSWAP-E2E: VERDICT PASS", result.Stdout);
+        Assert.Contains("server areas after power-off: 0, bytes: 0", result.Stdout);
+    }
 }
