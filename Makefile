@@ -111,7 +111,7 @@ e2e: test-deps dist
 
 ## The packages proven on Debian 12 systems under QEMU (docs/e2e.md): a server booted with systemd as PID 1 installs,
 ## runs and purges them; a small client boots an initramfs built by update-initramfs with the client package and
-## swaps from the initramfs on. `make test` runs it too. PART=server|client for one of them.
+## swaps from the initramfs on. `make test` runs it too. PART=server|client|client-tls for one of them.
 PART ?= all
 e2e-install: test-deps deb
 	tests/e2e-install/run.sh $(PART)
