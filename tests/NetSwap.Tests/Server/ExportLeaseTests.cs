@@ -30,7 +30,9 @@ public class ExportLeaseTests
             var backend = (await offer.AttachAsync(new AttachContext(info, () => { }, CancellationToken.None))).Backend!;
             var lease = new ExportLease(gate, "faulty", backend);
             using var start = new Barrier(Racers);
-            var racers = Enumerable.Range(0, Racers).Select(i => Task.Run(() =>
+            // Threads of their own: racers blocked in the barrier on pool threads waited for the pool to grow to eight,
+            // which under a loaded CI run took longer than the time-out (one run failed so).
+            var racers = Enumerable.Range(0, Racers).Select(i => new Thread(() =>
             {
                 start.SignalAndWait();
                 if (i % 2 == 0)
@@ -41,8 +43,15 @@ public class ExportLeaseTests
                 {
                     lease.Dispose();
                 }
-            })).ToArray();
-            await Task.WhenAll(racers).WaitAsync(TimeSpan.FromSeconds(10));
+            }) { IsBackground = true }).ToArray();
+            foreach (var racer in racers)
+            {
+                racer.Start();
+            }
+            foreach (var racer in racers)
+            {
+                Assert.True(racer.Join(TimeSpan.FromSeconds(10)), $"round {round}: a release did not return");
+            }
             // One place was given back: one more client fits, a second does not.
             Assert.True(gate.TryEnterExport("faulty"), $"round {round}: the place was not given back");
             Assert.False(gate.TryEnterExport("faulty"), $"round {round}: the place was given back twice");
