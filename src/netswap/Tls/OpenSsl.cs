@@ -14,8 +14,6 @@ internal static unsafe partial class OpenSsl
     private const string Crypto = "libcrypto";
 
     public const int SslErrorWantRead = 2;
-    public const int SslErrorWantWrite = 3;
-    public const int SslErrorSyscall = 5;
     public const int SslErrorZeroReturn = 6;
     public const int SslVerifyPeer = 1;
     public const int SslFiletypePem = 1;
@@ -23,8 +21,6 @@ internal static unsafe partial class OpenSsl
     public const int SslCtrlSetMaxProtoVersion = 124;
     public const int Tls13Version = 0x0304;
     public const int BioCtrlPending = 10;
-    /// <summary>In the message callback: the inner content type of a TLS 1.3 record.</summary>
-    public const int RecordInnerContentType = 0x101;
     public const int ContentTypeHandshake = 22;
 
     [LibraryImport(Ssl)]

@@ -66,9 +66,6 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
     private string? _postHandshakeMessage;
     private bool _receivedData;
 
-    /// <summary>NewSessionTicket messages the server sent after the handshake (harmless: all of them come before GO's answer).</summary>
-    public int Tickets { get; private set; }
-
     private TlsClient(Stream transport, nint context, nint ssl, nint readBio, nint writeBio)
     {
         _transport = transport;
@@ -247,11 +244,7 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
         }
         // After the handshake only NewSessionTicket (4) is harmless; a KeyUpdate (24) would change the keys the
         // kernel is about to take, and anything else is not TLS 1.3 as the kernel's NBD driver can carry it.
-        if (message[0] == 4)
-        {
-            session.Tickets++;
-        }
-        else
+        if (message[0] != 4)
         {
             session._postHandshakeMessage ??= message[0] == 24 ? "a KeyUpdate" : $"handshake message {message[0]}";
         }
