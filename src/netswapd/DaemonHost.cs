@@ -51,10 +51,11 @@ internal static class DaemonHost
         NetSwap.Server.Discovery.DiscoveryResponder? discovery = null;
         if (settings.Discovery && catalog.Swap is not null && server.Listeners.Count > 0)
         {
-            var nbdPort = (ushort)(((System.Net.IPEndPoint?)server.Listeners[0].LocalEndPoint)?.Port ?? 9572);
             var name = Environment.MachineName;
-            NetSwap.Protocol.Discovery.DiscoveryReply Answer(System.Net.IPAddress client, NetSwap.Protocol.Discovery.DiscoveryProbe probe) =>
-                NetSwap.Server.Discovery.DiscoveryAnswer.Build(client, probe, server, catalog, nbdPort, Daemon.Version, name);
+            NetSwap.Protocol.Discovery.DiscoveryReply? Answer(System.Net.IPAddress client, NetSwap.Protocol.Discovery.DiscoveryProbe probe) =>
+                NetSwap.Server.Discovery.DiscoveryAnswer.ListenerPort(server.Listeners, client) is { } nbdPort
+                    ? NetSwap.Server.Discovery.DiscoveryAnswer.Build(client, probe, server, catalog, nbdPort, Daemon.Version, name)
+                    : null;
             try
             {
                 // The unit's ListenDatagram= sockets when systemd passed some: a probe may be what started us.

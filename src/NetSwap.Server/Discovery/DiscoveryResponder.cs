@@ -10,14 +10,14 @@ namespace NetSwap.Server.Discovery;
 
 /// <summary>
 /// Answers discovery probes on UDP (IPv4 broadcast and the IPv6 multicast group on every interface). A reply goes only
-/// to a client the access rules admit, is never larger than the probe that asked (probes are padded: no
+/// to a client the access rules admit and that could connect over the family it asked on, is never larger than the probe that asked (probes are padded: no
 /// amplification), and each source address gets at most a few replies a second. Anything that is not exactly a probe
 /// gets nothing.
 /// </summary>
 internal sealed partial class DiscoveryResponder : IAsyncDisposable
 {
     private readonly NbdServerContext _context;
-    private readonly Func<IPAddress, DiscoveryProbe, DiscoveryReply> _answer;
+    private readonly Func<IPAddress, DiscoveryProbe, DiscoveryReply?> _answer;
     private readonly List<Socket> _sockets = [];
     private readonly List<Task> _loops = [];
     private readonly CancellationTokenSource _stop = new();
@@ -26,7 +26,7 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
     private readonly Dictionary<IPAddress, TokenBucket> _perSource = [];
     private long _ignored;
 
-    private DiscoveryResponder(NbdServerContext context, Func<IPAddress, DiscoveryProbe, DiscoveryReply> answer)
+    private DiscoveryResponder(NbdServerContext context, Func<IPAddress, DiscoveryProbe, DiscoveryReply?> answer)
     {
         _context = context;
         _answer = answer;
@@ -36,7 +36,7 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
     public IReadOnlyList<Socket> Sockets => _sockets;
 
     /// <summary>Listens on the given endpoints (default: 0.0.0.0 and [::] on the discovery port).</summary>
-    public static DiscoveryResponder Start(NbdServerContext context, IEnumerable<IPEndPoint> endpoints, Func<IPAddress, DiscoveryProbe, DiscoveryReply> answer)
+    public static DiscoveryResponder Start(NbdServerContext context, IEnumerable<IPEndPoint> endpoints, Func<IPAddress, DiscoveryProbe, DiscoveryReply?> answer)
     {
         var sockets = new List<Socket>();
         try
@@ -70,7 +70,7 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
     /// arrives while netswapd is not running starts it, and waits in the socket for its answer). A socket bound to
     /// the IPv6 wildcard joins the multicast group on every interface, as one bound here does.
     /// </summary>
-    public static DiscoveryResponder Serve(NbdServerContext context, IReadOnlyList<Socket> sockets, Func<IPAddress, DiscoveryProbe, DiscoveryReply> answer)
+    public static DiscoveryResponder Serve(NbdServerContext context, IReadOnlyList<Socket> sockets, Func<IPAddress, DiscoveryProbe, DiscoveryReply?> answer)
     {
         var responder = new DiscoveryResponder(context, answer);
         foreach (var socket in sockets)
@@ -137,8 +137,8 @@ internal sealed partial class DiscoveryResponder : IAsyncDisposable
                 Interlocked.Increment(ref _ignored);
                 continue;
             }
-            var answer = _answer(client, probe);
-            if (answer.Size > received.ReceivedBytes)
+            // None: nothing here takes NBD connections over the family the client asked on.
+            if (_answer(client, probe) is not { } answer || answer.Size > received.ReceivedBytes)
             {
                 Interlocked.Increment(ref _ignored);
                 continue;

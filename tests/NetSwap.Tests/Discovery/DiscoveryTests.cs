@@ -93,6 +93,40 @@ public class DiscoveryTests
     }
 
     [Fact]
+    public void TheAnswer_NamesThePortOfAListenerTakingTheProbesFamily_AndThereIsNoneWithoutOne()
+    {
+        using var v4 = Listener(AddressFamily.InterNetwork, IPAddress.Loopback, dualMode: false);
+        using var v6Only = Listener(AddressFamily.InterNetworkV6, IPAddress.IPv6Any, dualMode: false);
+        using var dualStack = Listener(AddressFamily.InterNetworkV6, IPAddress.IPv6Any, dualMode: true);
+        static ushort PortOf(Socket s) => (ushort)((IPEndPoint)s.LocalEndPoint!).Port;
+        var ipv4Client = IPAddress.Parse("10.0.0.7");
+        var ipv6Client = IPAddress.Parse("fe80::7");
+
+        // --listen 10.0.0.1:9572 alone: an IPv6 probe gets no answer, which would send the client to a closed port.
+        Assert.Equal(PortOf(v4), DiscoveryAnswer.ListenerPort([v4], ipv4Client));
+        Assert.Null(DiscoveryAnswer.ListenerPort([v4], ipv6Client));
+        // The default pair: each family its own listener's port.
+        Assert.Equal(PortOf(v4), DiscoveryAnswer.ListenerPort([v6Only, v4], ipv4Client));
+        Assert.Equal(PortOf(v6Only), DiscoveryAnswer.ListenerPort([v4, v6Only], ipv6Client));
+        Assert.Null(DiscoveryAnswer.ListenerPort([v6Only], ipv4Client));
+        // systemd's ListenStream= with BindIPv6Only=both: one [::] socket takes both.
+        Assert.Equal(PortOf(dualStack), DiscoveryAnswer.ListenerPort([dualStack], ipv4Client));
+        Assert.Equal(PortOf(dualStack), DiscoveryAnswer.ListenerPort([dualStack], ipv6Client));
+    }
+
+    private static Socket Listener(AddressFamily family, IPAddress address, bool dualMode)
+    {
+        var socket = new Socket(family, SocketType.Stream, ProtocolType.Tcp);
+        if (family == AddressFamily.InterNetworkV6)
+        {
+            socket.DualMode = dualMode;
+        }
+        socket.Bind(new IPEndPoint(address, 0));
+        socket.Listen();
+        return socket;
+    }
+
+    [Fact]
     public async Task Responder_AnswersOnlyProperProbes_FromAdmittedClients_NeverLargerThanTheProbe_AndRateLimited()
     {
         await using var fs = await TmpfsMount.CreateAsync(256 * MiB);
@@ -165,15 +199,21 @@ public class DiscoveryTests
     {
         await using var big = await TmpfsMount.CreateAsync(1024 * MiB);
         await using var small = await TmpfsMount.CreateAsync(128 * MiB);
+        await using var third = await TmpfsMount.CreateAsync(128 * MiB);
         await using var lan = new Lan();
-        await lan.CreateAsync(("s1", 1), ("s2", 2), ("c1", 11), ("c2", 12));
+        await lan.CreateAsync(("s1", 1), ("s2", 2), ("s3", 3), ("c1", 11), ("c2", 12));
         await using var s1 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s1")], "--swap-dir", big.Path, "--swap-size", "64M", "--discovery", "on", "-v");
         await using var s2 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s2")], "--swap-dir", small.Path, "--swap-size", "64M",
             "--allow", $"{lan.Address(0)}/24", "--deny", lan.Address(12), "--discovery", "on", "-v");
+        // Takes NBD connections on its IPv4 address alone: it must not answer over IPv6, where a client would find
+        // its port closed (seen in a VM run: attach chose that answer and failed with "Connection refused").
+        await using var s3 = DaemonProcess.StartWith(["ip", "netns", "exec", lan.Namespace("s3")], "--swap-dir", third.Path, "--swap-size", "64M",
+            "--listen", $"{lan.Address(3)}:9572", "--discovery", "on", "-v");
         await s1.WaitForPortAsync();
         await s2.WaitForPortAsync();
         Assert.True(await s1.WaitForLogAsync("discovery: answering probes"), s1.Stderr);
         Assert.True(await s2.WaitForLogAsync("discovery: answering probes"), s2.Stderr);
+        Assert.True(await s3.WaitForLogAsync("discovery: answering probes"), s3.Stderr);
 
         // Over IPv6 a server answers from its ULA or, once its link-local address has passed duplicate address
         // detection (a second or so after the link came up, so it depends on how fast the test gets here), from that:
@@ -188,6 +228,10 @@ public class DiscoveryTests
         Assert.Contains(lan.Address(1), c1Addresses);
         Assert.Contains(lan.Address(2), c1Addresses);
         Assert.Contains(c1Addresses, a => a != lan.Address(1) && s1Addresses.Contains(a!));   // found over IPv6 multicast too
+        var s3Addresses6 = await lan.Addresses6Async("s3");
+        Assert.Contains(lan.Address(3), c1Addresses);
+        Assert.NotEmpty(s3Addresses6);
+        Assert.DoesNotContain(c1Addresses, a => s3Addresses6.Contains(a!));
         // The big server ranks first (most free capacity), reached over IPv4 or IPv6.
         Assert.Contains(Unscoped(c1[0].GetProperty("address").GetString()), s1Addresses);
 
