@@ -68,6 +68,9 @@ if [ "$SCENARIO" = encrypt ]; then
     ENCRYPT=--encrypt
 fi
 if [ "$SCENARIO" != basic ]; then
+    # A task blocked this long (20 s; the kernel's default is 120) gets its kernel stack on the console: when a reconnect
+    # hangs, that shows where (the keeper waiting on a page, the device's queue, the network).
+    echo 20 > /proc/sys/kernel/hung_task_timeout_secs 2>/dev/null || true
     # The client as users run it: netswap attach (nbd-client by netlink plus the reconnect keeper, swapon, no mkswap
     # needed); without a server on the command line it finds one by discovery.
     TARGET=${SERVER:+$SERVER:$PORT}

@@ -14,6 +14,7 @@
 #                                        a rogue server with a certificate of another CA answers discovery first)
 #   NETSWAPD="dotnet path/netswapd.dll"  the server to test (default: dist/netswapd)
 #   E2E_LOG_DIR=DIR                      keep the console and server logs there
+#   E2E_LOGLEVEL=N                       the guest console's log level (default 4; 7 shows the keeper's every line)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
@@ -153,7 +154,7 @@ started=$(date +%s)
 timeout ${E2E_TIMEOUT:-400} "${wrap[@]}" qemu-system-x86_64 -machine accel=tcg -m 144 -smp 1 -nodefaults -no-user-config -display none \
   -serial "file:$work/console.log" -no-reboot \
   -kernel "$build/vmlinuz" -initrd "$initrd" \
-  -append "console=ttyS0 panic=-1 loglevel=4 $guest_params netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario${E2E_MODE:+ netswap.mode=$E2E_MODE}" \
+  -append "console=ttyS0 panic=-1 loglevel=${E2E_LOGLEVEL:-4} $guest_params netswap.token=e2e-$scenario netswap.region=$region netswap.lock=$lock netswap.scenario=$scenario${E2E_MODE:+ netswap.mode=$E2E_MODE}" \
   "${guest_net[@]}" || true
 elapsed=$(( $(date +%s) - started ))
 

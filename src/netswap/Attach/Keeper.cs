@@ -23,11 +23,14 @@ internal static class Keeper
 
         // Its own session: a hang-up of whatever started it must not end it.
         Libc.SetSid();
+        var nativeHeap = KeepNativeHeap() ? "native heap kept" : "native heap not kept (mallopt refused)";
+        // The credentials are read here, once: a reconnect must not read a file (see TlsClientContext).
+        using var tlsContext = tls is null ? null : Tls.TlsClientContext.Create(tls);
         using var netlink = NbdNetlink.Open();
         // The request time-out is nbd-client's (-timeout); the dead-connection time-out only netlink can set.
         netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds);
         var firstBlock = ReadFirstBlock(device);
-        var (size, flags) = await DescribeAsync(server, export, tls);
+        var (size, flags) = await DescribeAsync(server, export, tlsContext);
         var deviceSize = DeviceSize(name);
         if (deviceSize != (long)size)
         {
@@ -46,7 +49,7 @@ internal static class Keeper
         }
 
         var kmsg = new KernelLog("netswap-keep");
-        var keeper = new ReconnectKeeper(new KeptExport(index, server, export, size, flags, firstBlock, tls), new NetlinkKernelLink(netlink, "/sys/block"), kmsg.Write)
+        var keeper = new ReconnectKeeper(new KeptExport(index, server, export, size, flags, firstBlock, tlsContext), new NetlinkKernelLink(netlink, "/sys/block"), kmsg.Write)
         {
             ReconnectFor = reconnectFor,
             Memory = Memory,
@@ -56,10 +59,11 @@ internal static class Keeper
             await File.WriteAllTextAsync(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
         }
         DetachStandardStreams();
-        WarmHeap();
         // From here on this thread is the keeper: no await, so no other thread takes over what follows.
+        Rehearse(server, export, tlsContext);
+        WarmHeap();
         var reclaim = PrepareForReclaim();
-        kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB{(tls is null ? "" : ", kernel TLS")}): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}; {reclaim}");
+        kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB{(tls is null ? "" : ", kernel TLS")}): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}; {reclaim}, {nativeHeap}");
         return keeper.Run(CancellationToken.None);
     }
 
@@ -112,14 +116,41 @@ internal static class Keeper
     /// NBD_OPT_INFO of the export over the same kind of connection a reconnect uses (which warms that path, the TLS
     /// handshake included).
     /// </summary>
-    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export, Tls.TlsCredentials? tls)
+    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export, Tls.TlsClientContext? tls)
     {
         using var connection = await KernelBoundConnection.OpenAsync(server, tls, TimeSpan.FromSeconds(5), CancellationToken.None);
         await using var probe = connection.Probe;
         var description = await probe.InfoAsync(export, CancellationToken.None)
             ?? throw new IOException($"the server at {server} does not describe '{export}'");
+        // The traffic keys as a reconnect derives them (and drops them: this connection is not handed over).
+        connection.RehearseKeys();
         return (description.Size, description.Flags);
     }
+
+    /// <summary>
+    /// A reconnect's work once more, on the keeper's own thread, just before it waits: the connection, the TLS handshake
+    /// and the key derivation then run in memory this thread has used already (its malloc arena, which
+    /// <see cref="KeepNativeHeap"/> keeps, locked by MCL_ONFAULT) instead of needing fresh pages while swap is dead.
+    /// A server that does not answer now is no reason to stop keeping: the first reconnect will try again.
+    /// </summary>
+    private static void Rehearse(System.Net.IPEndPoint server, string export, Tls.TlsClientContext? tls)
+    {
+        try
+        {
+            DescribeAsync(server, export, tls).GetAwaiter().GetResult();
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NetSwap.Protocol.Nbd.NbdProtocolException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// What native code (OpenSSL's handshake above all) frees stays in the process: glibc would otherwise give the top
+    /// of its heap back to the system past 128 KiB, and serve large blocks by mmap and return them at free, so that the
+    /// next handshake — during a reconnect, with swap dead — would need fresh pages. Kept, they stay locked (MCL_ONFAULT).
+    /// </summary>
+    private static bool KeepNativeHeap() =>
+        (Libc.MallOpt(Libc.M_TRIM_THRESHOLD, int.MaxValue) & Libc.MallOpt(Libc.M_MMAP_THRESHOLD, 32 << 20)) == 1;
 
     /// <summary>
     /// What the keeper allocates once a connection has died must not need a fresh page: under memory pressure getting

@@ -28,7 +28,7 @@ internal sealed class KernelBoundConnection : IDisposable
     public string Security => _tls is null ? "plain" : $"TLS 1.3 ({CipherSuiteName(_tls.CipherSuite)}, kernel TLS)";
 
     /// <summary>Connects and negotiates up to the options; with <paramref name="tls"/>, STARTTLS and the TLS handshake first.</summary>
-    public static async Task<KernelBoundConnection> OpenAsync(IPEndPoint server, TlsCredentials? tls, TimeSpan timeout, CancellationToken cancellationToken)
+    public static async Task<KernelBoundConnection> OpenAsync(IPEndPoint server, TlsClientContext? tls, TimeSpan timeout, CancellationToken cancellationToken)
     {
         var socket = KernelSocket.Connect(server, timeout);
         TlsClient? session = null;
@@ -68,6 +68,17 @@ internal sealed class KernelBoundConnection : IDisposable
             }
         }
         Socket.PrepareForKernel();
+    }
+
+    /// <summary>Derives the traffic keys as <see cref="PrepareForKernel"/> does, and forgets them (the keeper's rehearsal).</summary>
+    public void RehearseKeys()
+    {
+        if (_tls is not null)
+        {
+            var (transmit, receive) = _tls.TakeKeys();
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(transmit.Key);
+            System.Security.Cryptography.CryptographicOperations.ZeroMemory(receive.Key);
+        }
     }
 
     public static string CipherSuiteName(ushort suite) => suite switch

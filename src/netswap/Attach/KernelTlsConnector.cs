@@ -27,7 +27,8 @@ internal sealed class KernelTlsConnector : IKernelConnector
         }
         try
         {
-            using var connection = await KernelBoundConnection.OpenAsync(request.Server, request.Tls, ConnectTimeout, cancellationToken);
+            using var context = request.Tls is null ? null : Tls.TlsClientContext.Create(request.Tls);
+            using var connection = await KernelBoundConnection.OpenAsync(request.Server, context, ConnectTimeout, cancellationToken);
             var (size, flags) = await connection.Probe.GoAsync(export, cancellationToken);
             connection.PrepareForKernel();
             using var netlink = NbdNetlink.Open();

@@ -31,7 +31,7 @@ internal sealed class NetlinkKernelLink(NbdNetlink netlink, string sysBlock) : I
 
 /// <summary>The swap export a keeper looks after, as it was when attached.
 /// With <see cref="Tls"/> every new connection runs the TLS handshake again and is handed over as kernel TLS.</summary>
-internal sealed record KeptExport(uint Index, IPEndPoint Server, string Export, ulong Size, NbdTransmissionFlags Flags, byte[] FirstBlock, Tls.TlsCredentials? Tls = null);
+internal sealed record KeptExport(uint Index, IPEndPoint Server, string Export, ulong Size, NbdTransmissionFlags Flags, byte[] FirstBlock, Tls.TlsClientContext? Tls = null);
 
 /// <summary>The area behind the export is not the one the kernel swapped to: handing it over would corrupt memory.</summary>
 internal sealed class AreaLostException(string message) : Exception(message);

@@ -35,6 +35,8 @@ internal static unsafe partial class Libc
     public const int MCL_FUTURE = 2;
     public const int MCL_ONFAULT = 4;
     public const int PR_SET_IO_FLUSHER = 57;
+    public const int M_TRIM_THRESHOLD = -1;
+    public const int M_MMAP_THRESHOLD = -3;
     public const int SCHED_FIFO = 1;
     public const int SCHED_RESET_ON_FORK = 0x40000000;
 
@@ -84,6 +86,9 @@ internal static unsafe partial class Libc
 
     [LibraryImport("libc", EntryPoint = "setsid", SetLastError = true)]
     public static partial int SetSid();
+
+    [LibraryImport("libc", EntryPoint = "mallopt")]
+    public static partial int MallOpt(int parameter, int value);
 
     [LibraryImport("libc", EntryPoint = "mlockall", SetLastError = true)]
     public static partial int MLockAll(int flags);

@@ -53,7 +53,7 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
     private static readonly Dictionary<nint, TlsClient> s_sessions = [];
 
     private readonly Stream _transport;
-    private readonly nint _context;
+    private readonly TlsClientContext? _ownedContext;
     private readonly nint _ssl;
     private readonly nint _readBio;
     private readonly nint _writeBio;
@@ -66,10 +66,10 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
     private string? _postHandshakeMessage;
     private bool _receivedData;
 
-    private TlsClient(Stream transport, nint context, nint ssl, nint readBio, nint writeBio)
+    private TlsClient(Stream transport, TlsClientContext? ownedContext, nint ssl, nint readBio, nint writeBio)
     {
         _transport = transport;
-        _context = context;
+        _ownedContext = ownedContext;
         _ssl = ssl;
         _readBio = readBio;
         _writeBio = writeBio;
@@ -103,60 +103,47 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
 
     /// <summary>
     /// TLS 1.3 over <paramref name="transport"/> (right after the server's NBD_OPT_STARTTLS acknowledgement), verifying
-    /// the server against the site CA and presenting this machine's certificate when there is one.
+    /// the server against the site CA and presenting this machine's certificate when there is one. A context of its own,
+    /// freed with the session.
     /// </summary>
     public static TlsClient Handshake(Stream transport, TlsCredentials credentials, string? cipherSuites = null)
     {
-        OpenSsl.ERR_clear_error();
-        var context = OpenSsl.SSL_CTX_new(OpenSsl.TLS_client_method());
-        if (context == 0)
-        {
-            throw new IOException("cannot set up TLS: " + OpenSsl.Errors("SSL_CTX_new failed"));
-        }
-        nint ssl = 0;
+        var context = TlsClientContext.Create(credentials, cipherSuites);
         try
         {
-            // TLS 1.3 only: its keys are what the kernel takes over, and the kernel's NBD driver must never meet a
-            // renegotiation.
-            OpenSsl.SSL_CTX_ctrl(context, OpenSsl.SslCtrlSetMinProtoVersion, OpenSsl.Tls13Version, 0);
-            OpenSsl.SSL_CTX_ctrl(context, OpenSsl.SslCtrlSetMaxProtoVersion, OpenSsl.Tls13Version, 0);
-            Require(OpenSsl.SSL_CTX_set_ciphersuites(context, cipherSuites ?? CipherSuites(CpuHasAes())), "the cipher suites");
-            Require(OpenSsl.SSL_CTX_load_verify_locations(context, credentials.CaFile, null), $"the CA certificate {credentials.CaFile}");
-            OpenSsl.SSL_CTX_set_verify(context, OpenSsl.SslVerifyPeer, 0);
-            if (credentials.CertificateFile is { } certificate && credentials.KeyFile is { } key)
-            {
-                Require(OpenSsl.SSL_CTX_use_certificate_chain_file(context, certificate), $"the client certificate {certificate}");
-                Require(OpenSsl.SSL_CTX_use_PrivateKey_file(context, key, OpenSsl.SslFiletypePem), $"the client key {key}");
-                Require(OpenSsl.SSL_CTX_check_private_key(context), $"the client key {key} (it does not match {certificate})");
-            }
-            OpenSsl.SSL_CTX_set_keylog_callback(context, &OnKeyLog);
-            OpenSsl.SSL_CTX_set_msg_callback(context, &OnMessage);
-            ssl = OpenSsl.SSL_new(context);
-            var readBio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
-            var writeBio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
-            if (ssl == 0 || readBio == 0 || writeBio == 0)
-            {
-                FreeBio(readBio);
-                FreeBio(writeBio);
-                throw new IOException("cannot set up TLS: " + OpenSsl.Errors("out of memory"));
-            }
-            // The SSL object owns both BIOs from here on, and the client owns the SSL object and the context.
-            OpenSsl.SSL_set_bio(ssl, readBio, writeBio);
-            OpenSsl.SSL_set_connect_state(ssl);
+            return Handshake(transport, context, ownsContext: true);
         }
         catch
         {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>TLS 1.3 over <paramref name="transport"/> with a context made before (the keeper's, made once).</summary>
+    public static TlsClient Handshake(Stream transport, TlsClientContext context, bool ownsContext = false)
+    {
+        OpenSsl.ERR_clear_error();
+        var ssl = OpenSsl.SSL_new(context.Handle);
+        var readBio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
+        var writeBio = OpenSsl.BIO_new(OpenSsl.BIO_s_mem());
+        if (ssl == 0 || readBio == 0 || writeBio == 0)
+        {
+            FreeBio(readBio);
+            FreeBio(writeBio);
             if (ssl != 0)
             {
                 OpenSsl.SSL_free(ssl);
             }
-            OpenSsl.SSL_CTX_free(context);
-            throw;
+            throw new IOException("cannot set up TLS: " + OpenSsl.Errors("out of memory"));
         }
-        var client = new TlsClient(transport, context, ssl, OpenSsl.SSL_get_rbio(ssl), OpenSsl.SSL_get_wbio(ssl));
+        // The SSL object owns both BIOs from here on, and the client owns the SSL object.
+        OpenSsl.SSL_set_bio(ssl, readBio, writeBio);
+        OpenSsl.SSL_set_connect_state(ssl);
+        var client = new TlsClient(transport, ownsContext ? context : null, ssl, readBio, writeBio);
         try
         {
-            client.RunHandshake(credentials);
+            client.RunHandshake(context.Credentials);
             return client;
         }
         catch
@@ -174,7 +161,7 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
         }
     }
 
-    private static void Require(int result, string what)
+    internal static void Require(int result, string what)
     {
         if (result != 1)
         {
@@ -213,6 +200,13 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
         {
             throw new IOException("the TLS handshake gave no traffic secrets (is this OpenSSL 1.1.1 or later?)");
         }
+    }
+
+    /// <summary>The key log and message callbacks every session of a context reports through.</summary>
+    internal static void SetCallbacks(nint context)
+    {
+        OpenSsl.SSL_CTX_set_keylog_callback(context, &OnKeyLog);
+        OpenSsl.SSL_CTX_set_msg_callback(context, &OnMessage);
     }
 
     [UnmanagedCallersOnly]
@@ -460,7 +454,7 @@ internal sealed unsafe class TlsClient : Kernel.BlockingStream
             CryptographicOperations.ZeroMemory(_serverSecret);
         }
         OpenSsl.SSL_free(_ssl);
-        OpenSsl.SSL_CTX_free(_context);
+        _ownedContext?.Dispose();
         base.Dispose(disposing);
     }
 }

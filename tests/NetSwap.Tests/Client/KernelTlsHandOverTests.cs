@@ -87,8 +87,9 @@ public sealed class KernelTlsHandOverTests
         // A server with a certificate of its own CA: what a rogue host answering discovery would present.
         var rogue = TlsConfiguration.Load(TlsMode.Require, Path.Combine(certs.Root, "other", "server"), null, null, null, verifyClient: false, null, new HashSet<string>());
         await using var server = await StartAsync(rogue);
+        using var context = TlsClientContext.Create(TlsCredentials.FromDirectory(certs.Client("pc01")));
         var e = await Assert.ThrowsAsync<TlsUntrustedServerException>(() =>
-            KernelBoundConnection.OpenAsync(Endpoint(server), TlsCredentials.FromDirectory(certs.Client("pc01")), TimeSpan.FromSeconds(10), default));
+            KernelBoundConnection.OpenAsync(Endpoint(server), context, TimeSpan.FromSeconds(10), default));
         Assert.Contains("the server's certificate is not trusted", e.Message);
         Assert.Contains("ca-cert.pem", e.Message);
     }
@@ -101,8 +102,9 @@ public sealed class KernelTlsHandOverTests
         var impostor = TlsConfiguration.Load(TlsMode.Require, null, Path.Combine(certs.Client("pc02"), "client-cert.pem"),
             Path.Combine(certs.Client("pc02"), "client-key.pem"), Path.Combine(certs.Client("pc02"), "ca-cert.pem"), verifyClient: false, null, new HashSet<string>());
         await using var server = await StartAsync(impostor);
+        using var context = TlsClientContext.Create(TlsCredentials.FromDirectory(certs.Client("pc01")));
         var e = await Assert.ThrowsAsync<TlsUntrustedServerException>(() =>
-            KernelBoundConnection.OpenAsync(Endpoint(server), TlsCredentials.FromDirectory(certs.Client("pc01")), TimeSpan.FromSeconds(10), default));
+            KernelBoundConnection.OpenAsync(Endpoint(server), context, TimeSpan.FromSeconds(10), default));
         Assert.Contains("unsuitable certificate purpose", e.Message);
     }
 
@@ -111,11 +113,47 @@ public sealed class KernelTlsHandOverTests
     {
         var certs = await TestCertificates.GetAsync();
         await using var server = await StartAsync(certs.Configuration(TlsMode.Require));
-        using var connection = await KernelBoundConnection.OpenAsync(Endpoint(server), TlsCredentials.FromDirectory(certs.Anonymous), TimeSpan.FromSeconds(10), default);
+        using var context = TlsClientContext.Create(TlsCredentials.FromDirectory(certs.Anonymous));
+        using var connection = await KernelBoundConnection.OpenAsync(Endpoint(server), context, TimeSpan.FromSeconds(10), default);
         // TLS 1.3: the server judges the client's (missing) certificate after the client's side of the handshake is done.
         var e = await Assert.ThrowsAnyAsync<IOException>(() => connection.Probe.GoAsync("disk", default));
         Assert.Contains("refused this client", e.Message);
         Assert.True(await server.Log.WaitForAsync("no client certificate"));
+    }
+
+    [Fact]
+    public async Task AContext_HandshakesAgainAndAgain_WithoutItsFiles_AsTheKeeperReconnectsWhileSwapIsDead()
+    {
+        // In a guest with a RAM-backed root the credential files' pages can be swapped out to the very device whose
+        // connection the keeper is replacing; a reconnect that read them would wait for itself (seen in a VM run: the
+        // keeper blocked in read() of a swapped-out tmpfs page until the kernel gave up). The context reads them once.
+        var certs = await TestCertificates.GetAsync();
+        await using var server = await StartAsync(certs.Configuration(TlsMode.Require));
+        var copy = Scratch.Directory("netswap-creds-");
+        foreach (var file in Directory.GetFiles(certs.Client("pc01")))
+        {
+            File.Copy(file, Path.Combine(copy, Path.GetFileName(file)));
+        }
+        using var context = TlsClientContext.Create(TlsCredentials.FromDirectory(copy));
+        Directory.Delete(copy, recursive: true);
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            using var connection = await KernelBoundConnection.OpenAsync(Endpoint(server), context, TimeSpan.FromSeconds(10), default);
+            var (size, _) = await connection.Probe.GoAsync("disk", default);
+            Assert.Equal((ulong)MiB, size);
+            connection.RehearseKeys();
+        }
+        Assert.Equal(3, server.Log.Lines.Count(l => l.Contains("TLS established", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public void AContext_RefusesCredentialsThatDoNotLoad_BeforeAnyConnection()
+    {
+        var directory = Scratch.Directory("netswap-badcreds-");
+        File.WriteAllText(Path.Combine(directory, "ca-cert.pem"), "not a certificate\n");
+        var e = Assert.Throws<IOException>(() => TlsClientContext.Create(TlsCredentials.FromDirectory(directory)));
+        Assert.Contains("cannot use the CA certificate", e.Message);
+        Assert.Contains("ca-cert.pem", e.Message);
     }
 
     [Fact]
