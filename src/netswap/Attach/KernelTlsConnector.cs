@@ -40,6 +40,11 @@ internal sealed class KernelTlsConnector : IKernelConnector
         {
             throw new UntrustedServerException($"{e.Message}, at {request.Server}");
         }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            // Before NBD_CMD_CONNECT: nothing is set up, so another server may be tried.
+            throw new UnreachableServerException($"cannot connect {device} to {request.Server} over TLS: {e.Message}");
+        }
         catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NbdProtocolException or NetlinkException)
         {
             throw new AttachException($"cannot connect {device} to {request.Server} over TLS: {e.Message}");

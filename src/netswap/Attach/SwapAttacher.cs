@@ -66,8 +66,14 @@ internal sealed record SystemPaths(string SysBlock = "/sys/block", string Dev = 
 /// <summary>A step that failed: which, the command, and what it said. Everything before it has been undone.</summary>
 internal class AttachException(string message) : Exception(message);
 
+/// <summary>This server cannot take the device, and nothing was set up: another that discovery found may be tried.</summary>
+internal class PassOverServerException(string message) : AttachException(message);
+
 /// <summary>The server's TLS certificate does not chain to the site's CA: another server may be tried, never this one.</summary>
-internal sealed class UntrustedServerException(string message) : AttachException(message);
+internal sealed class UntrustedServerException(string message) : PassOverServerException(message);
+
+/// <summary>No connection could be made to the server's NBD port (refused, unreachable, timed out).</summary>
+internal sealed class UnreachableServerException(string message) : PassOverServerException(message);
 
 /// <summary>
 /// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, a swap header when the
@@ -84,7 +90,8 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
 
     /// <summary>
     /// Attaches from the first of <paramref name="candidates"/> (best first) whose TLS certificate the site's CA vouches
-    /// for; each one passed over is named on the log. Without TLS, or with one candidate, that is simply the first.
+    /// for and whose NBD port takes the connection; each one passed over is named on the log. Without TLS, or with one
+    /// candidate, that is simply the first.
     /// </summary>
     public async Task<AttachedSwap> AttachFirstTrustedAsync(IReadOnlyList<IPEndPoint> candidates, Func<IPEndPoint, AttachRequest> request, CancellationToken cancellationToken = default)
     {
@@ -94,7 +101,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             {
                 return await AttachAsync(request(candidates[i]), cancellationToken);
             }
-            catch (UntrustedServerException e) when (i + 1 < candidates.Count)
+            catch (PassOverServerException e) when (i + 1 < candidates.Count)
             {
                 log.WriteLine($"netswap: skipping {candidates[i]}: {e.Message}; trying {candidates[i + 1]}");
             }

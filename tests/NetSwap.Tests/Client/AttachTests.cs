@@ -3,6 +3,7 @@ using NetSwap.Client;
 using NetSwap.Client.Attach;
 using NetSwap.Client.Tls;
 using NetSwap.Protocol.Swap;
+using NetSwap.Tests.Support;
 
 namespace NetSwap.Tests.Client;
 
@@ -357,14 +358,17 @@ public sealed class AttachTests : IDisposable
         }
     }
 
-    private SwapAttacher TlsAttacher(bool kernelHasTls, params string[] untrusted)
+    private SwapAttacher TlsAttacher(bool kernelHasTls, params string[] untrusted) =>
+        TlsAttacher(kernelHasTls, new RecordingConnector(_runner, _runner.OnConnect!, untrusted));
+
+    private SwapAttacher TlsAttacher(bool kernelHasTls, IKernelConnector connector)
     {
         var ulp = Path.Combine(_root, "tcp_available_ulp");
         File.WriteAllText(ulp, kernelHasTls ? "mptcp tls\n" : "mptcp\n");
         return new(_runner, new RecordingSwapSystem(_runner), Paths with { AvailableUlp = ulp }, _log)
         {
             KeeperCommand = "netswap",
-            Connector = new RecordingConnector(_runner, _runner.OnConnect!, untrusted),
+            Connector = connector,
         };
     }
 
@@ -424,6 +428,35 @@ public sealed class AttachTests : IDisposable
         _runner.Commands.Clear();
         await Assert.ThrowsAsync<UntrustedServerException>(() => TlsAttacher(kernelHasTls: true, untrusted: rogue.ToString())
             .AttachFirstTrustedAsync([rogue], server => Request() with { Server = server, Tls = Credentials }));
+    }
+
+    [Fact]
+    public async Task AttachTls_PassesOverACandidateWhosePortIsClosed_AndTakesTheNextFound()
+    {
+        // An answer to discovery from an address where nothing takes NBD connections (seen in a VM run: a server
+        // listening on IPv4 alone answered over IPv6 too) must not end the attach while another server was found.
+        Devices(header: true);
+        var certs = await TestCertificates.GetAsync();
+        using var closed = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        closed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        var nowhere = (IPEndPoint)closed.LocalEndPoint!;
+        var good = new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572);
+        var connector = new RoutingConnector(nowhere, new KernelTlsConnector(), new RecordingConnector(_runner, _runner.OnConnect!));
+        var attached = await TlsAttacher(kernelHasTls: true, connector).AttachFirstTrustedAsync([nowhere, good], server => Request() with { Server = server, Tls = TlsCredentials.FromDirectory(certs.Client("pc01")) });
+        Assert.Equal(good.ToString(), attached.Server);
+        Assert.Contains($"skipping {nowhere}: cannot connect", _log.ToString());
+        Assert.Contains("Connection refused", _log.ToString());
+        // Alone, the refusal is the error, named as such.
+        var e = await Assert.ThrowsAsync<UnreachableServerException>(() => new KernelTlsConnector().ConnectAsync("/dev/nbd5",
+            Request() with { Server = nowhere, Tls = TlsCredentials.FromDirectory(certs.Client("pc01")) }, "swap/pc07:256M", default));
+        Assert.Contains($"cannot connect /dev/nbd5 to {nowhere} over TLS", e.Message);
+    }
+
+    /// <summary>The real connector for one address, the recording one for the rest.</summary>
+    private sealed class RoutingConnector(IPEndPoint real, IKernelConnector connector, IKernelConnector others) : IKernelConnector
+    {
+        public Task<string> ConnectAsync(string device, AttachRequest request, string export, CancellationToken cancellationToken) =>
+            (request.Server.Equals(real) ? connector : others).ConnectAsync(device, request, export, cancellationToken);
     }
 
     public void Dispose() => Directory.Delete(_root, recursive: true);
