@@ -25,8 +25,7 @@ public class VmEndToEndTests
     [InlineData("reconnect")] // as discover, and the server kills the connection (ss -K): netswap keep reconnects
     [InlineData("ktls")]     // netswap attach --tls: kernel TLS, every userspace NetSwap process killed mid-workload
     [InlineData("ktls-cut")] // cut over kernel TLS
-    // Not ktls-reconnect (tests/e2e/run.sh ktls-reconnect): in one clean-clone run of four the keeper did not reconnect
-    // over TLS within its 120 s under the workload's memory pressure (docs/e2e.md); it comes back when that is fixed.
+    [InlineData("ktls-reconnect")] // reconnect over kernel TLS, a rogue server ranked first by discovery passed over
     public async Task LowMemoryGuest_SwapsOverNetSwap_EveryPageVerified(string scenario)
     {
         var logs = Path.Combine(Root, "artifacts", "e2e", scenario);
