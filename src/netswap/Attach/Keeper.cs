@@ -15,7 +15,7 @@ internal static class Keeper
     public static async Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile, Tls.TlsCredentials? tls = null)
     {
         var name = Path.GetFileName(device);
-        if (!name.StartsWith("nbd", StringComparison.Ordinal) || !uint.TryParse(name[3..], NumberStyles.None, CultureInfo.InvariantCulture, out var index))
+        if (!NbdNetlink.TryParseIndex(device, out var index))
         {
             throw new UsageException($"--device: '{device}' is not /dev/nbdN");
         }

@@ -20,8 +20,7 @@ internal sealed class KernelTlsConnector : IKernelConnector
 
     public async Task<string> ConnectAsync(string device, AttachRequest request, string export, CancellationToken cancellationToken)
     {
-        var name = Path.GetFileName(device);
-        if (!name.StartsWith("nbd", StringComparison.Ordinal) || !uint.TryParse(name[3..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index))
+        if (!NbdNetlink.TryParseIndex(device, out var index))
         {
             throw new AttachException($"{device} is not /dev/nbdN");
         }

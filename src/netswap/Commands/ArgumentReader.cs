@@ -17,28 +17,7 @@ internal sealed class ArgumentReader
     /// An option whose value is optional and so only ever written --name=VALUE: bare --name means
     /// <paramref name="bare"/>; null when absent. (--name VALUE would swallow a positional argument.)
     /// </summary>
-    public string? FlagOrValue(string name, string bare)
-    {
-        string? result = null;
-        for (var i = 0; i < _args.Count;)
-        {
-            if (_args[i] == name)
-            {
-                result = bare;
-                _args.RemoveAt(i);
-            }
-            else if (_args[i].StartsWith(name + "=", StringComparison.Ordinal))
-            {
-                result = _args[i][(name.Length + 1)..];
-                _args.RemoveAt(i);
-            }
-            else
-            {
-                i++;
-            }
-        }
-        return result;
-    }
+    public string? FlagOrValue(string name, string bare) => Take(name, bare).LastOrDefault();
 
     public string? Value(string name)
     {
@@ -46,12 +25,23 @@ internal sealed class ArgumentReader
         return values.Count == 0 ? null : values[^1];
     }
 
-    public List<string> All(string name)
+    public List<string> All(string name) => Take(name, bare: null);
+
+    /// <summary>
+    /// Every value of <paramref name="name"/>, taken out of the arguments: "--name=VALUE", and "--name VALUE" or, when
+    /// <paramref name="bare"/> is given, "--name" alone standing for it.
+    /// </summary>
+    private List<string> Take(string name, string? bare)
     {
         var values = new List<string>();
         for (var i = 0; i < _args.Count;)
         {
-            if (_args[i] == name)
+            if (_args[i] == name && bare is not null)
+            {
+                values.Add(bare);
+                _args.RemoveAt(i);
+            }
+            else if (_args[i] == name)
             {
                 if (i + 1 >= _args.Count)
                 {

@@ -22,6 +22,15 @@ internal sealed unsafe class NbdNetlink : IDisposable
     }
 
     /// <summary>Finds the "nbd" family and joins its multicast group; fails when the nbd module is not loaded.</summary>
+    /// <summary>The driver's index of a device path: /dev/nbd3 is 3; false for anything that is not /dev/nbdN.</summary>
+    public static bool TryParseIndex(string device, out uint index)
+    {
+        var name = Path.GetFileName(device);
+        index = 0;
+        return name.StartsWith("nbd", StringComparison.Ordinal)
+            && uint.TryParse(name.AsSpan(3), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out index);
+    }
+
     public static NbdNetlink Open()
     {
         var requests = OpenSocket();

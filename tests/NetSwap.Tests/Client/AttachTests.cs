@@ -486,6 +486,33 @@ public class ClientCommandLineTests
         Assert.Equal("swap/t", new NetSwap.Protocol.Swap.SwapExportName("t", 0).ToString());
     }
 
+    [Fact]
+    public void AnOptionalValue_IsTheBareFlagsMeaning_OrWhatFollowsTheEqualsSign_AndNeverSwallowsAPositional()
+    {
+        var reader = new NetSwap.Client.Commands.ArgumentReader(["--tls", "10.0.0.1"]);
+        Assert.Equal("require", reader.FlagOrValue("--tls", "require"));
+        Assert.Null(reader.FlagOrValue("--tls", "require"));
+        reader.EnsureConsumed(maxPositional: 1);
+        Assert.Equal(["10.0.0.1"], reader.Positional);
+        Assert.Equal("prefer", new NetSwap.Client.Commands.ArgumentReader(["--tls=prefer"]).FlagOrValue("--tls", "require"));
+        // A value option given bare still needs its value.
+        Assert.Equal("option '--size' needs a value", Assert.Throws<NetSwap.Client.UsageException>(() => new NetSwap.Client.Commands.ArgumentReader(["--size"]).All("--size")).Message);
+    }
+
+    [Theory]
+    [InlineData("/dev/nbd0", true, 0u)]
+    [InlineData("/dev/nbd15", true, 15u)]
+    [InlineData("nbd3", true, 3u)]
+    [InlineData("/dev/nbd", false, 0u)]
+    [InlineData("/dev/nbd1p1", false, 0u)]
+    [InlineData("/dev/sda", false, 0u)]
+    [InlineData("/dev/nbd-1", false, 0u)]
+    public void ADevicePath_GivesTheDriversIndex_OnlyForNbdN(string device, bool valid, uint index)
+    {
+        Assert.Equal(valid, NetSwap.Client.Kernel.NbdNetlink.TryParseIndex(device, out var parsed));
+        Assert.Equal(index, parsed);
+    }
+
     /// <summary>Each command's table (help, man page test, completion) and its reader agree: every option the table
     /// names is accepted, with a value where it says one, and --help names every one.</summary>
     [Fact]
