@@ -194,7 +194,7 @@ internal static class SettingTable
             static (s, v, _) => s.TlsClientsFile = Path.GetFullPath(v)),
         new("swap-tls-only", null, "Serve swap only over TLS (with --tls on). File exports take tls-only = true in their table.",
             static (s, v, _) => s.SwapTlsOnly = ValueParsers.Boolean(v)),
-        new("discovery", "on|off", "Answer netswap clients' discovery probes on UDP (IPv4 broadcast, IPv6 multicast ff02::4e53:5750). Default: on (with swap).",
+        new("discovery", "on|off", "Answer netswap clients' discovery probes on UDP (IPv4 broadcast, IPv6 multicast ff02::4e53:5750), over the address families a --listen address takes. Default: on (with swap).",
             static (s, v, _) => s.Discovery = ValueParsers.Boolean(v)),
         new("discovery-port", "PORT", "UDP port for discovery. Default: 9572.",
             static (s, v, _) => s.DiscoveryPort = ValueParsers.Integer(v, 1, 65535)),
