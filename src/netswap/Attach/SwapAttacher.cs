@@ -89,9 +89,26 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
     public IKernelConnector Connector { get; init; } = new KernelTlsConnector();
 
     /// <summary>
-    /// Attaches from the first of <paramref name="candidates"/> (best first) whose TLS certificate the site's CA vouches
-    /// for and whose NBD port takes the connection; each one passed over is named on the log. Without TLS, or with one
-    /// candidate, that is simply the first.
+    /// Whether a TCP connection to the server can be made now: null if so, else why not. Asked without TLS, where
+    /// nbd-client connects, of every candidate but the last (whose failure is the attach's own).
+    /// </summary>
+    public Func<IPEndPoint, string?> Reach { get; init; } = server =>
+    {
+        try
+        {
+            using var socket = Kernel.KernelSocket.Connect(server, TimeSpan.FromSeconds(3));
+            return null;
+        }
+        catch (System.Net.Sockets.SocketException e)
+        {
+            return $"cannot connect to {server}: {e.Message}";
+        }
+    };
+
+    /// <summary>
+    /// Attaches from the first of <paramref name="candidates"/> (best first) whose NBD port takes a connection and,
+    /// with TLS, whose certificate the site's CA vouches for; each one passed over is named on the log. With one
+    /// candidate that is simply the first.
     /// </summary>
     public async Task<AttachedSwap> AttachFirstTrustedAsync(IReadOnlyList<IPEndPoint> candidates, Func<IPEndPoint, AttachRequest> request, CancellationToken cancellationToken = default)
     {
@@ -99,7 +116,12 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         {
             try
             {
-                return await AttachAsync(request(candidates[i]), cancellationToken);
+                var attempt = request(candidates[i]);
+                if (attempt.Tls is null && i + 1 < candidates.Count && Reach(candidates[i]) is { } unreachable)
+                {
+                    throw new UnreachableServerException(unreachable);
+                }
+                return await AttachAsync(attempt, cancellationToken);
             }
             catch (PassOverServerException e) when (i + 1 < candidates.Count)
             {

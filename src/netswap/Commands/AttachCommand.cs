@@ -103,9 +103,9 @@ internal static class AttachCommand
             {
                 await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {best.NbdEndpoint} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
             }
-            // Without TLS the best answer is taken; with TLS a server the site's CA does not vouch for (anyone on the
-            // LAN can answer discovery) is passed over for the next.
-            candidates = tls is null ? [usable[0].NbdEndpoint] : [.. usable.Select(f => f.NbdEndpoint)];
+            // Best first; one whose NBD port cannot be reached, or with TLS one the site's CA does not vouch for
+            // (anyone on the LAN can answer discovery), is passed over for the next.
+            candidates = [.. usable.Select(f => f.NbdEndpoint)];
         }
         var mode = options.Mode switch
         {

@@ -452,6 +452,43 @@ public sealed class AttachTests : IDisposable
         Assert.Contains($"cannot connect /dev/nbd5 to {nowhere} over TLS", e.Message);
     }
 
+    [Fact]
+    public async Task Attach_PassesOverADiscoveredServerWhosePortCannotBeReached_ThenNbdClientConnectsTheNext()
+    {
+        Devices(header: true);
+        IPEndPoint gone = new(IPAddress.Parse("10.0.5.9"), 9572), good = new(IPAddress.Parse("10.0.5.1"), 9572);
+        var asked = new List<IPEndPoint>();
+        var attacher = new SwapAttacher(_runner, new RecordingSwapSystem(_runner), Paths, _log)
+        {
+            KeeperCommand = "netswap",
+            Reach = server =>
+            {
+                asked.Add(server);
+                return server.Equals(gone) ? $"cannot connect to {server}: Connection refused" : null;
+            },
+        };
+        var attached = await attacher.AttachFirstTrustedAsync([gone, good], server => Request() with { Server = server });
+        Assert.Equal(good.ToString(), attached.Server);
+        // The last candidate is not asked first: its own failure would be the attach's error anyway.
+        Assert.Equal([gone], asked);
+        Assert.DoesNotContain(_runner.Commands, c => c.StartsWith("nbd-client 10.0.5.9", StringComparison.Ordinal));
+        Assert.Contains(_runner.Commands, c => c.StartsWith("nbd-client 10.0.5.1 9572", StringComparison.Ordinal));
+        Assert.Contains("skipping 10.0.5.9:9572: cannot connect to 10.0.5.9:9572: Connection refused; trying 10.0.5.1:9572", _log.ToString());
+    }
+
+    [Fact]
+    public void TheReachCheck_SaysWhyAClosedPortCannotBeReached_AndNothingOfAnOpenOne()
+    {
+        using var closed = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        closed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        using var open = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        open.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        open.Listen();
+        var reach = Attacher().Reach;
+        Assert.Contains("Connection refused", reach((IPEndPoint)closed.LocalEndPoint!));
+        Assert.Null(reach((IPEndPoint)open.LocalEndPoint!));
+    }
+
     /// <summary>The real connector for one address, the recording one for the rest.</summary>
     private sealed class RoutingConnector(IPEndPoint real, IKernelConnector connector, IKernelConnector others) : IKernelConnector
     {
