@@ -10,9 +10,9 @@ namespace NetSwap.Server.Discovery;
 
 /// <summary>
 /// Answers discovery probes on UDP (IPv4 broadcast and the IPv6 multicast group on every interface). A reply goes only
-/// to a client the access rules admit and that could connect over the family it asked on, is never larger than the probe that asked (probes are padded: no
-/// amplification), and each source address gets at most a few replies a second. Anything that is not exactly a probe
-/// gets nothing.
+/// to a client the access rules admit, over an address family an NBD listener takes; it is never larger than the probe
+/// that asked (probes are padded: no amplification), and each source address gets at most a few replies a second.
+/// Anything that is not exactly a probe gets nothing.
 /// </summary>
 internal sealed partial class DiscoveryResponder : IAsyncDisposable
 {

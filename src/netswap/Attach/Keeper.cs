@@ -12,7 +12,15 @@ namespace NetSwap.Client.Attach;
 /// </summary>
 internal static class Keeper
 {
-    public static async Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile, Tls.TlsCredentials? tls = null)
+    /// <summary>
+    /// All on the calling thread, which becomes the keeper: nothing here awaits, so the connection that learns the
+    /// export's size is also the rehearsal of a reconnect on the thread that will reconnect (its malloc arena kept and
+    /// locked), and no other thread takes over.
+    /// </summary>
+    public static Task<int> RunAsync(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile, Tls.TlsCredentials? tls = null) =>
+        Task.FromResult(Run(device, serverText, export, reconnectFor, readyFile, tls));
+
+    private static int Run(string device, string serverText, string export, TimeSpan reconnectFor, string? readyFile, Tls.TlsCredentials? tls)
     {
         var name = Path.GetFileName(device);
         if (!NbdNetlink.TryParseIndex(device, out var index))
@@ -30,22 +38,24 @@ internal static class Keeper
         // The request time-out is nbd-client's (-timeout); the dead-connection time-out only netlink can set.
         netlink.Reconfigure(index, deadConnectionSeconds: (ulong)reconnectFor.TotalSeconds);
         var firstBlock = ReadFirstBlock(device);
-        var (size, flags) = await DescribeAsync(server, export, tlsContext);
-        var deviceSize = DeviceSize(name);
-        if (deviceSize != (long)size)
-        {
-            throw new IOException($"{device} is {deviceSize} B but the server's '{export}' is {size} B: not the export this device is connected to");
-        }
         // Locked as pages are touched (MCL_ONFAULT): what the keeper has used stays in RAM, while the runtime's
         // reserved-but-untouched heap is not made resident (locking it all at once cost 28 MiB and an OOM kill on a
         // 32 MiB guest). The OOM killer must never pick it either: it is what brings swap back.
         var locked = Libc.MLockAll(Libc.MCL_CURRENT | Libc.MCL_FUTURE | Libc.MCL_ONFAULT) == 0 ? null : Libc.Describe(Libc.LastError);
         try
         {
-            await File.WriteAllTextAsync("/proc/self/oom_score_adj", "-1000\n");
+            File.WriteAllText("/proc/self/oom_score_adj", "-1000\n");
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
+        }
+        // After the lock: what this connection touches (the TLS handshake, the key derivation) stays resident for the
+        // reconnects that will need the same, with swap unreachable.
+        var (size, flags) = Describe(server, export, tlsContext);
+        var deviceSize = DeviceSize(name);
+        if (deviceSize != (long)size)
+        {
+            throw new IOException($"{device} is {deviceSize} B but the server's '{export}' is {size} B: not the export this device is connected to");
         }
 
         var kmsg = new KernelLog("netswap-keep");
@@ -56,11 +66,9 @@ internal static class Keeper
         };
         if (readyFile is not null)
         {
-            await File.WriteAllTextAsync(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
+            File.WriteAllText(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
         }
         DetachStandardStreams();
-        // From here on this thread is the keeper: no await, so no other thread takes over what follows.
-        Rehearse(server, export, tlsContext);
         WarmHeap();
         var reclaim = PrepareForReclaim();
         kmsg.Write(ReconnectKeeper.Notice, $"keeping nbd{index} connected to {server} ('{export}', {size >> 20} MiB{(tls is null ? "" : ", kernel TLS")}): requests wait up to {reconnectFor.TotalSeconds:0} s for a reconnect; {Memory()}{(locked is null ? "" : $"; not locked in memory ({locked})")}; {reclaim}, {nativeHeap}");
@@ -113,34 +121,24 @@ internal static class Keeper
     }
 
     /// <summary>
-    /// NBD_OPT_INFO of the export over the same kind of connection a reconnect uses (which warms that path, the TLS
-    /// handshake included).
+    /// NBD_OPT_INFO of the export over the same kind of connection a reconnect uses, the traffic keys derived as a
+    /// reconnect derives them (and dropped: this connection is not handed over). Blocking streams: it completes on the
+    /// calling thread.
     /// </summary>
-    private static async Task<(ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags)> DescribeAsync(System.Net.IPEndPoint server, string export, Tls.TlsClientContext? tls)
+    private static (ulong Size, NetSwap.Protocol.Nbd.NbdTransmissionFlags Flags) Describe(System.Net.IPEndPoint server, string export, Tls.TlsClientContext? tls)
     {
-        using var connection = await KernelBoundConnection.OpenAsync(server, tls, TimeSpan.FromSeconds(5), CancellationToken.None);
-        await using var probe = connection.Probe;
-        var description = await probe.InfoAsync(export, CancellationToken.None)
-            ?? throw new IOException($"the server at {server} does not describe '{export}'");
-        // The traffic keys as a reconnect derives them (and drops them: this connection is not handed over).
-        connection.RehearseKeys();
-        return (description.Size, description.Flags);
-    }
-
-    /// <summary>
-    /// A reconnect's work once more, on the keeper's own thread, just before it waits: the connection, the TLS handshake
-    /// and the key derivation then run in memory this thread has used already (its malloc arena, which
-    /// <see cref="KeepNativeHeap"/> keeps, locked by MCL_ONFAULT) instead of needing fresh pages while swap is dead.
-    /// A server that does not answer now is no reason to stop keeping: the first reconnect will try again.
-    /// </summary>
-    private static void Rehearse(System.Net.IPEndPoint server, string export, Tls.TlsClientContext? tls)
-    {
+        using var connection = KernelBoundConnection.OpenAsync(server, tls, TimeSpan.FromSeconds(5), CancellationToken.None).GetAwaiter().GetResult();
+        var probe = connection.Probe;
         try
         {
-            DescribeAsync(server, export, tls).GetAwaiter().GetResult();
+            var description = probe.InfoAsync(export, CancellationToken.None).GetAwaiter().GetResult()
+                ?? throw new IOException($"the server at {server} does not describe '{export}'");
+            connection.RehearseKeys();
+            return (description.Size, description.Flags);
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NetSwap.Protocol.Nbd.NbdProtocolException)
+        finally
         {
+            probe.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
     }
 

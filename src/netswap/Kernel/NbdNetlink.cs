@@ -21,7 +21,6 @@ internal sealed unsafe class NbdNetlink : IDisposable
         _family = family;
     }
 
-    /// <summary>Finds the "nbd" family and joins its multicast group; fails when the nbd module is not loaded.</summary>
     /// <summary>The driver's index of a device path: /dev/nbd3 is 3; false for anything that is not /dev/nbdN.</summary>
     public static bool TryParseIndex(string device, out uint index)
     {
@@ -31,6 +30,7 @@ internal sealed unsafe class NbdNetlink : IDisposable
             && uint.TryParse(name.AsSpan(3), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out index);
     }
 
+    /// <summary>Finds the "nbd" family and joins its multicast group; fails when the nbd module is not loaded.</summary>
     public static NbdNetlink Open()
     {
         var requests = OpenSocket();
