@@ -35,8 +35,8 @@ region=${E2E_REGION_MIB:-64}
 # (5 s into the workload, 7,941 pages out): dm-crypt's write buffers come out of the same small memory, so it locks 38
 # (now 50).
 # With kernel TLS (ktls) the keeper holds 3.5 MiB more (OpenSSL's code and heap, warmed by a handshake before it
-# waits) and the tls and crypto modules about 1 MiB: it locks 48; and 47 since the keeper rehearses a handshake on its
-# own thread before it waits (1.1 MiB more resident, none more after a reconnect).
+# waits) and the tls and crypto modules about 1 MiB: it locks 48; and 47 since the keeper keeps what that handshake
+# touched, on the thread that will reconnect (0.4 MiB more resident, none more after a reconnect).
 case $scenario in
   basic|tls) lock=${E2E_LOCK_MIB:-58} ;;
   encrypt) lock=${E2E_LOCK_MIB:-50} ;;
