@@ -44,7 +44,12 @@ internal sealed class KernelTlsConnector : IKernelConnector
             // Before NBD_CMD_CONNECT: nothing is set up, so another server may be tried.
             throw new UnreachableServerException($"cannot connect {device} to {request.Server} over TLS: {e.Message}");
         }
-        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or NbdProtocolException or NetlinkException)
+        catch (Exception e) when (e is IOException or NbdProtocolException)
+        {
+            // The handshake failed (no NetSwap server there, STARTTLS or the export refused): still nothing set up.
+            throw new NegotiationFailedException($"cannot connect {device} to {request.Server} over TLS: {e.Message}");
+        }
+        catch (NetlinkException e)
         {
             throw new AttachException($"cannot connect {device} to {request.Server} over TLS: {e.Message}");
         }

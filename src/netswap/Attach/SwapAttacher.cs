@@ -75,6 +75,9 @@ internal sealed class UntrustedServerException(string message) : PassOverServerE
 /// <summary>No connection could be made to the server's NBD port (refused, unreachable, timed out).</summary>
 internal sealed class UnreachableServerException(string message) : PassOverServerException(message);
 
+/// <summary>nbd-client could not connect the device to this server (the port took TCP, the negotiation failed).</summary>
+internal sealed class NegotiationFailedException(string message) : PassOverServerException(message);
+
 /// <summary>
 /// `netswap attach` and `netswap detach`: nbd-client, optionally dm-crypt with a random key, a swap header when the
 /// area has none, swapon(2); and back in reverse. A failing step is reported with its command and output, and whatever
@@ -232,7 +235,13 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
             .. request.Mode == NbdClientMode.Persist ? ["-nonetlink", "-persist"] : Array.Empty<string>(),
             .. request.Mode == NbdClientMode.Reconnect ? ["-timeout", Seconds(request.IoTimeout)] : Array.Empty<string>(),
         ];
-        await StepAsync("connect the NBD device", "nbd-client", nbdArguments, cancellationToken);
+        var result = await runner.RunAsync("nbd-client", nbdArguments, cancellationToken);
+        if (!result.Succeeded)
+        {
+            // Nothing is set up yet, so another server that discovery found can still be tried: a host that takes TCP
+            // on the port but is no NetSwap server (or refuses this client) must not end the attach.
+            throw new NegotiationFailedException(Failed("connect the NBD device", "nbd-client", nbdArguments, result).Message);
+        }
     }
 
     private static string Seconds(TimeSpan span) => Math.Max(1, (long)Math.Ceiling(span.TotalSeconds)).ToString(CultureInfo.InvariantCulture);

@@ -8,7 +8,7 @@ namespace NetSwap.Client.Commands;
 internal static class AttachCommand
 {
     public static readonly CommandSpec Spec = new("attach", "[SERVER[:PORT]]",
-        "Attach swap: discover a server when none is given, connect a free /dev/nbdN with nbd-client (-swap -b 4096), dm-crypt with a random key (--encrypt), mkswap when needed, swapon. Swap attached here already (and no --device given): says so and exits 0.",
+        "Attach swap: discover a server when none is given, connect a free /dev/nbdN with nbd-client (-swap -b 4096), dm-crypt with a random key (--encrypt), mkswap when needed, swapon. Of the servers found, one whose NBD port cannot be reached or where the negotiation fails is skipped (named) for the next. Swap attached here already (and no --device given): says so and exits 0.",
         [
             new("--device", "/dev/nbdN|auto", "The NBD device to use, or auto (the first free one). Default: auto."),
             new("--size", "SIZE", "Size of the swap area to ask for. Default: client.conf's SIZE, else the server's default for this machine."),
@@ -103,8 +103,8 @@ internal static class AttachCommand
             {
                 await Console.Out.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"netswap: found {best.Reply.ServerName} at {best.NbdEndpoint} ({best.Reply.FreeCapacity >> 20} MiB free, {best.RoundTrip.TotalMilliseconds:F1} ms)"));
             }
-            // Best first; one whose NBD port cannot be reached, or with TLS one the site's CA does not vouch for
-            // (anyone on the LAN can answer discovery), is passed over for the next.
+            // Best first; one whose NBD port cannot be reached, where the negotiation fails, or with TLS one the site's
+            // CA does not vouch for (anyone on the LAN can answer discovery), is passed over for the next.
             candidates = [.. usable.Select(f => f.NbdEndpoint)];
         }
         var mode = options.Mode switch

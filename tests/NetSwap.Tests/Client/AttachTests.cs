@@ -211,7 +211,7 @@ public sealed class AttachTests : IDisposable
     {
         Devices(header: true);
         _runner.Failures["nbd-client"] = new CommandResult(1, "Error: Connection refused");
-        var e = await Assert.ThrowsAsync<AttachException>(() => Attacher().AttachAsync(Request()));
+        var e = await Assert.ThrowsAsync<NegotiationFailedException>(() => Attacher().AttachAsync(Request()));
         Assert.Contains("cannot connect the NBD device", e.Message);
         Assert.Contains("Connection refused", e.Message);
         Assert.Single(_runner.Commands);
@@ -435,21 +435,51 @@ public sealed class AttachTests : IDisposable
     {
         // An answer to discovery from an address where nothing takes NBD connections (seen in a VM run: a server
         // listening on IPv4 alone answered over IPv6 too) must not end the attach while another server was found.
-        Devices(header: true);
-        var certs = await TestCertificates.GetAsync();
         using var closed = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
         closed.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        var nowhere = (IPEndPoint)closed.LocalEndPoint!;
-        var good = new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572);
-        var connector = new RoutingConnector(nowhere, new KernelTlsConnector(), new RecordingConnector(_runner, _runner.OnConnect!));
-        var attached = await TlsAttacher(kernelHasTls: true, connector).AttachFirstTrustedAsync([nowhere, good], server => Request() with { Server = server, Tls = TlsCredentials.FromDirectory(certs.Client("pc01")) });
-        Assert.Equal(good.ToString(), attached.Server);
-        Assert.Contains($"skipping {nowhere}: cannot connect", _log.ToString());
-        Assert.Contains("Connection refused", _log.ToString());
         // Alone, the refusal is the error, named as such.
-        var e = await Assert.ThrowsAsync<UnreachableServerException>(() => new KernelTlsConnector().ConnectAsync("/dev/nbd5",
-            Request() with { Server = nowhere, Tls = TlsCredentials.FromDirectory(certs.Client("pc01")) }, "swap/pc07:256M", default));
-        Assert.Contains($"cannot connect /dev/nbd5 to {nowhere} over TLS", e.Message);
+        await AssertTlsAttachPassesOver<UnreachableServerException>((IPEndPoint)closed.LocalEndPoint!);
+        Assert.Contains("Connection refused", _log.ToString());
+    }
+
+    [Fact]
+    public async Task AttachTls_PassesOverAPortThatTakesTcpButSpeaksNoNbd_AndTakesTheNextFound()
+    {
+        using var other = new System.Net.Sockets.Socket(System.Net.Sockets.AddressFamily.InterNetwork, System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        other.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        other.Listen();
+        var service = Task.Run(async () =>
+        {
+            // Some other service on the port: it answers in its own tongue and hangs up.
+            for (var i = 0; i < 2; i++)
+            {
+                using var peer = await other.AcceptAsync();
+                await peer.SendAsync("SSH-2.0-OpenSSH_9.2\r\n"u8.ToArray());
+                peer.Shutdown(System.Net.Sockets.SocketShutdown.Both);
+            }
+        });
+        // Alone, it is the error, named as a failed negotiation.
+        await AssertTlsAttachPassesOver<NegotiationFailedException>((IPEndPoint)other.LocalEndPoint!);
+        await service.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>
+    /// With the real kernel-TLS connector for <paramref name="odd"/> (ranked first) and a recording one for a good server:
+    /// the attach skips <paramref name="odd"/>, named, and takes the good one; asked alone, <paramref name="odd"/> fails
+    /// with <typeparamref name="TException"/>.
+    /// </summary>
+    private async Task AssertTlsAttachPassesOver<TException>(IPEndPoint odd) where TException : Exception
+    {
+        Devices(header: true);
+        var tls = TlsCredentials.FromDirectory((await TestCertificates.GetAsync()).Client("pc01"));
+        var good = new IPEndPoint(IPAddress.Parse("10.0.5.1"), 9572);
+        var connector = new RoutingConnector(odd, new KernelTlsConnector(), new RecordingConnector(_runner, _runner.OnConnect!));
+        var attached = await TlsAttacher(kernelHasTls: true, connector).AttachFirstTrustedAsync([odd, good], server => Request() with { Server = server, Tls = tls });
+        Assert.Equal(good.ToString(), attached.Server);
+        Assert.Contains($"skipping {odd}: cannot connect", _log.ToString());
+        var e = await Assert.ThrowsAsync<TException>(() => new KernelTlsConnector().ConnectAsync("/dev/nbd5",
+            Request() with { Server = odd, Tls = tls }, "swap/pc07:256M", default));
+        Assert.Contains($"cannot connect /dev/nbd5 to {odd} over TLS", e.Message);
     }
 
     [Fact]
@@ -474,6 +504,24 @@ public sealed class AttachTests : IDisposable
         Assert.DoesNotContain(_runner.Commands, c => c.StartsWith("nbd-client 10.0.5.9", StringComparison.Ordinal));
         Assert.Contains(_runner.Commands, c => c.StartsWith("nbd-client 10.0.5.1 9572", StringComparison.Ordinal));
         Assert.Contains("skipping 10.0.5.9:9572: cannot connect to 10.0.5.9:9572: Connection refused; trying 10.0.5.1:9572", _log.ToString());
+    }
+
+    [Fact]
+    public async Task Attach_PassesOverAServerWhereNbdClientFails_AndConnectsTheNext_ButTheLastFailureIsTheError()
+    {
+        // A port that takes TCP but does not negotiate (another service, or a server refusing this client).
+        Devices(header: true);
+        IPEndPoint odd = new(IPAddress.Parse("10.0.5.9"), 9572), good = new(IPAddress.Parse("10.0.5.1"), 9572);
+        _runner.Failures["nbd-client 10.0.5.9"] = new CommandResult(1, "Error: Server closed connection");
+        var attacher = new SwapAttacher(_runner, new RecordingSwapSystem(_runner), Paths, _log) { KeeperCommand = "netswap", Reach = _ => null };
+        var attached = await attacher.AttachFirstTrustedAsync([odd, good], server => Request() with { Server = server });
+        Assert.Equal(good.ToString(), attached.Server);
+        Assert.Contains("skipping 10.0.5.9:9572: cannot connect the NBD device: `nbd-client 10.0.5.9 9572", _log.ToString());
+        Assert.Contains("Error: Server closed connection; trying 10.0.5.1:9572", _log.ToString());
+        Assert.DoesNotContain(_runner.Commands, c => c.StartsWith("nbd-client -d", StringComparison.Ordinal));
+        // The last candidate's failure ends the attach, with nbd-client's own words.
+        var e = await Assert.ThrowsAsync<NegotiationFailedException>(() => attacher.AttachFirstTrustedAsync([odd], server => Request() with { Server = server }));
+        Assert.Contains("Error: Server closed connection", e.Message);
     }
 
     [Fact]
