@@ -26,6 +26,20 @@ internal abstract class BlockBackend : IDisposable
     /// <summary>Whether a write may wait for storage (a disk, writeback); false for data held in memory.</summary>
     public virtual bool WritesMayWait => false;
 
+    /// <summary>Whether WRITE data can go from a pipe straight into the backend's file: see <see cref="WriteFromPipe"/>.</summary>
+    public virtual bool TakesSplice => false;
+
+    /// <summary>
+    /// Writes <paramref name="length"/> bytes that wait in <paramref name="pipe"/> at <paramref name="offset"/> (splice):
+    /// 0 or an errno, and how many bytes left the pipe. EINVAL with none moved: the file cannot take splice after all,
+    /// <see cref="TakesSplice"/> is false from then on, and the bytes are still in the pipe.
+    /// </summary>
+    public virtual int WriteFromPipe(long offset, System.Runtime.InteropServices.SafeHandle pipe, int length, bool fua, out int moved)
+    {
+        moved = 0;
+        return LinuxFile.EINVAL;
+    }
+
     /// <summary>Whether writing the range would first have to allocate storage for part of it (it holds a hole).</summary>
     public virtual bool WouldAllocate(long offset, int length) => false;
 

@@ -17,6 +17,7 @@ internal class FileBackend : BlockBackend
     // Set once the file system has said it cannot punch holes or zero ranges, so later requests skip the failed call.
     private volatile bool _noPunch;
     private volatile bool _noZeroRange;
+    private volatile bool _noSplice;
 
     public FileBackend(SafeFileHandle handle, long size, bool readOnly, bool multiConn, bool ownsHandle = true)
     {
@@ -57,11 +58,26 @@ internal class FileBackend : BlockBackend
 
     public override System.Runtime.InteropServices.SafeHandle? DirectFile => _handle;
 
-    public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
+    public override int Write(long offset, ReadOnlySpan<byte> data, bool fua) =>
+        Written(offset, data.Length, Synced(LinuxFile.WriteExactly(_handle, data, offset), fua));
+
+    public override bool TakesSplice => !_noSplice && !_readOnly;
+
+    public override int WriteFromPipe(long offset, System.Runtime.InteropServices.SafeHandle pipe, int length, bool fua, out int moved)
     {
-        var errno = LinuxFile.WriteExactly(_handle, data, offset);
-        return errno != 0 || !fua ? errno : LinuxFile.DataSync(_handle);
+        var errno = LinuxFile.SpliceExactly(pipe, _handle, offset, length, out moved);
+        if (errno == LinuxFile.EINVAL && moved == 0)
+        {
+            _noSplice = true;
+            return errno;
+        }
+        return Written(offset, moved, Synced(errno, fua));
     }
+
+    private int Synced(int errno, bool fua) => errno != 0 || !fua ? errno : LinuxFile.DataSync(_handle);
+
+    /// <summary>Told of every write that reached the file: where, how many bytes, and its errno, which it returns.</summary>
+    protected virtual int Written(long offset, int length, int errno) => errno;
 
     public override int Flush() => LinuxFile.DataSync(_handle);
 

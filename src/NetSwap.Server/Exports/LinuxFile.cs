@@ -50,6 +50,43 @@ internal static partial class LinuxFile
     private const int RwfNoWait = 0x08;
     public const int EAGAIN = 11;
 
+    [LibraryImport("libc", EntryPoint = "splice", SetLastError = true)]
+    private static unsafe partial nint Splice(SafeHandle input, long* inputOffset, SafeHandle output, long* outputOffset, nuint length, uint flags);
+
+    private const uint SpliceMove = 1;
+
+    /// <summary>
+    /// Moves <paramref name="length"/> bytes from a pipe (which holds at least that many) into the file at
+    /// <paramref name="offset"/>: splice(2), the kernel's own copy from the pipe's pages into the file's. Returns 0 or
+    /// an errno; <paramref name="moved"/> says how many bytes left the pipe (all of them on success).
+    /// </summary>
+    public static unsafe int SpliceExactly(SafeHandle pipe, SafeFileHandle fd, long offset, int length, out int moved)
+    {
+        moved = 0;
+        while (moved < length)
+        {
+            var at = offset + moved;
+            var n = Splice(pipe, null, fd, &at, (nuint)(length - moved), SpliceMove);
+            if (n < 0)
+            {
+                var errno = Marshal.GetLastPInvokeError();
+                if (errno == EINTR)
+                {
+                    continue;
+                }
+                // EAGAIN: the (non-blocking) pipe ran dry before the payload's end, as a 0 would say of a blocking one.
+                return errno == EAGAIN ? EIO : errno;
+            }
+            if (n == 0)
+            {
+                // The pipe ran dry before the payload's end: a caller's bug, reported as an I/O error, never a hang.
+                return EIO;
+            }
+            moved += (int)n;
+        }
+        return 0;
+    }
+
     [LibraryImport("libc", EntryPoint = "fdatasync", SetLastError = true)]
     private static partial int FDataSync(SafeFileHandle fd);
 

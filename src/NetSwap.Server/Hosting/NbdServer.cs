@@ -85,17 +85,23 @@ internal sealed class NbdServer : IAsyncDisposable
             {
                 // The burst is over: its kept payload buffers go too.
                 Transmission.PayloadBuffers.Trim();
+                Transmission.PayloadPipes.Trim();
                 BurstMemoryTrim.Collect();
                 var after = GC.GetTotalMemory(false);
                 _trim.Trimmed(connections, after);
                 ServerLog.MemoryTrimmed(_context.Logger, connections, before >> 20, after >> 20);
             }
-            else if (Transmission.PayloadBuffers.TrimToRecentNeed(BufferNeedLooks, BufferTrimSlack) is var dropped and > 0)
+            else
             {
-                // The blocking, compacting collection of a burst's end: a background one gave nothing back within the 10 s
-                // of a bench/swapscale.sh run. It pauses the clients once, for a trim of 2 MiB or more.
-                BurstMemoryTrim.Collect();
-                ServerLog.PayloadBuffersTrimmed(_context.Logger, dropped, before >> 20, GC.GetTotalMemory(false) >> 20);
+                // Kept pipes are closed, nothing more: their memory is the kernel's.
+                _ = Transmission.PayloadPipes.TrimToRecentNeed(BufferNeedLooks, BufferTrimSlack);
+                if (Transmission.PayloadBuffers.TrimToRecentNeed(BufferNeedLooks, BufferTrimSlack) is var dropped and > 0)
+                {
+                    // The blocking, compacting collection of a burst's end: a background one gave nothing back within the 10 s
+                    // of a bench/swapscale.sh run. It pauses the clients once, for a trim of 2 MiB or more.
+                    BurstMemoryTrim.Collect();
+                    ServerLog.PayloadBuffersTrimmed(_context.Logger, dropped, before >> 20, GC.GetTotalMemory(false) >> 20);
+                }
             }
         }
     }

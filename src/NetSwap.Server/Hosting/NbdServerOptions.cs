@@ -28,6 +28,12 @@ internal sealed class NbdServerOptions
     /// before the connection is cut (payload-timeout). A payload that keeps arriving, however slowly, is never cut.
     /// </summary>
     public TimeSpan PayloadTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// Whether WRITE payloads of 64 KiB to 256 KiB on plain TCP wait in kernel pipes (splice) rather than in the
+    /// server's buffers, where the export's file takes splice (payload-pipes). Counted against the same budgets.
+    /// </summary>
+    public bool PayloadPipes { get; set; } = true;
     public TcpTuning Tcp { get; } = new();
 
     /// <summary>

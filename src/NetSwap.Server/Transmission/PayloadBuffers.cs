@@ -16,47 +16,26 @@ namespace NetSwap.Server.Transmission;
 internal static class PayloadBuffers
 {
     /// <summary>The sizes kept here: 128 KiB and 256 KiB (the largest payload buffer, one chunk).</summary>
-    private const int Smallest = 128 * 1024;
-    private const int Largest = 256 * 1024;
-
-    private static readonly Lock s_gate = new();
-    private static readonly Stack<byte[]>[] s_free = [new(), new()];
+    private static readonly KeptPool<byte[]> s_kept = new([128 * 1024, 256 * 1024], _ => { });
     private static long s_created;
-    private static int s_out;
-    private static int s_windowPeak;
-    private static int s_looks;
 
     /// <summary>Large buffers made so far (the rest were reused).</summary>
     public static long LargeCreated => Interlocked.Read(ref s_created);
 
     /// <summary>Large buffers kept for reuse now.</summary>
-    public static int LargeKept
-    {
-        get
-        {
-            lock (s_gate)
-            {
-                return s_free[0].Count + s_free[1].Count;
-            }
-        }
-    }
+    public static int LargeKept => s_kept.Kept;
 
     /// <summary>A buffer of exactly <paramref name="size"/> bytes when it is a power of two of 128 KiB or more.</summary>
     public static byte[] Rent(int size)
     {
-        var index = Index(size);
+        var index = s_kept.IndexOf(size);
         if (index < 0)
         {
             return ArrayPool<byte>.Shared.Rent(size);
         }
-        lock (s_gate)
+        if (s_kept.Take(index) is { } kept)
         {
-            s_out++;
-            s_windowPeak = Math.Max(s_windowPeak, s_out);
-            if (s_free[index].TryPop(out var kept))
-            {
-                return kept;
-            }
+            return kept;
         }
         Interlocked.Increment(ref s_created);
         // Zeroed, never uninitialised: reused heap memory may hold another client's data.
@@ -66,18 +45,14 @@ internal static class PayloadBuffers
     /// <summary>Gives a buffer back, cleared first: it held a client's data and the next user may be anyone.</summary>
     public static void ClearAndReturn(byte[] buffer)
     {
-        var index = Index(buffer.Length);
+        var index = s_kept.IndexOf(buffer.Length);
         if (index < 0)
         {
             ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
             return;
         }
         Array.Clear(buffer);
-        lock (s_gate)
-        {
-            s_out--;
-            s_free[index].Push(buffer);
-        }
+        s_kept.Return(index, buffer);
     }
 
     /// <summary>
@@ -85,47 +60,9 @@ internal static class PayloadBuffers
     /// out at once since the last such look are let go, if that is at least <paramref name="slack"/> of them; returns
     /// how many it let go (a collection then gives their memory back).
     /// </summary>
-    public static int TrimToRecentNeed(int looks, int slack)
-    {
-        lock (s_gate)
-        {
-            if (++s_looks < looks)
-            {
-                return 0;
-            }
-            s_looks = 0;
-            var keep = Math.Max(0, s_windowPeak - s_out);
-            s_windowPeak = s_out;
-            var kept = s_free[0].Count + s_free[1].Count;
-            if (kept - keep < slack)
-            {
-                return 0;
-            }
-            for (var i = keep; i < kept; i++)
-            {
-                (s_free[1].Count > 0 ? s_free[1] : s_free[0]).Pop();
-            }
-            return kept - keep;
-        }
-    }
+    public static int TrimToRecentNeed(int looks, int slack) => s_kept.TrimToRecentNeed(looks, slack);
 
     /// <summary>Lets the kept buffers go (after a burst: the next full collection gives their memory back); the window
     /// of <see cref="TrimToRecentNeed"/> starts again.</summary>
-    public static void Trim()
-    {
-        lock (s_gate)
-        {
-            s_free[0].Clear();
-            s_free[1].Clear();
-            s_looks = 0;
-            s_windowPeak = s_out;
-        }
-    }
-
-    private static int Index(int size) => size switch
-    {
-        Smallest => 0,
-        Largest => 1,
-        _ => -1,
-    };
+    public static void Trim() => s_kept.Trim();
 }

@@ -44,6 +44,16 @@ internal sealed class RequestLoop : IIdleWork
     private byte[]? _spare;
     // Whether OnLoopIdle is queued on the event loop (touched on the loop's thread only).
     private bool _spareQueued;
+    // Set by the receive loop when a payload pipe filled before its payload's end: this connection's segments are small,
+    // so its payloads go through buffers from then on.
+    private bool _noSplice;
+
+    /// <summary>WRITE payloads from this size up to one chunk wait in a pipe (see <see cref="PayloadPipe"/>) when the
+    /// socket and the export's file allow it: below it the copy a pipe saves costs less than its extra system call.</summary>
+    private const int SpliceMinimum = PayloadPipes.Smallest;
+
+    /// <summary>A WRITE's payload, in a buffer or waiting in a pipe, and the bytes of both budgets held for it.</summary>
+    private readonly record struct Payload(byte[]? Buffer, PayloadPipe? Pipe, int Reserved);
     // bandwidth-per-client: made when the limit is set, rate followed on reload.
     private Access.TokenBucket? _bandwidth;
 
@@ -218,6 +228,7 @@ internal sealed class RequestLoop : IIdleWork
             return;
         }
         byte[]? buffer = null;
+        PayloadPipe? pipe = null;
         var reserved = 0;
         try
         {
@@ -226,19 +237,41 @@ internal sealed class RequestLoop : IIdleWork
                 // The payload is still on its way: do not keep gathered replies waiting for it.
                 await _writer.UncorkAsync(abort);
             }
-            (buffer, reserved) = await RentAsync(length, abort);
-            await _reader.ReadExactlyAsync(buffer.AsMemory(0, length), abort);
+            reserved = await ReserveAsync(length, abort);
+            var got = 0;
+            if (length >= SpliceMinimum && !_noSplice && _context.Options.PayloadPipes && _reader.CanSplice && _session.Backend.TakesSplice)
+            {
+                pipe = PayloadPipes.TryRent(reserved);
+            }
+            if (pipe is not null)
+            {
+                got = await _reader.ReadIntoPipeAsync(pipe, length, abort);
+                if (got < length)
+                {
+                    // The pipe filled early: segments smaller than a page take a slot each.
+                    _noSplice = true;
+                    buffer = TakeBuffer(reserved);
+                    pipe.DrainInto(buffer);
+                    PayloadPipes.Return(pipe);
+                    pipe = null;
+                }
+            }
+            else
+            {
+                buffer = TakeBuffer(reserved);
+            }
+            if (buffer is not null)
+            {
+                await _reader.ReadExactlyAsync(buffer.AsMemory(got, length - got), abort);
+            }
         }
         catch
         {
-            if (buffer is not null)
-            {
-                Return(buffer, reserved);
-            }
+            Release(new Payload(buffer, pipe, reserved));
             CompleteRequest();
             throw;
         }
-        Dispatch(request, (buffer, reserved));
+        Dispatch(request, new Payload(buffer, pipe, reserved));
     }
 
     private async ValueTask ReceiveStreamedWriteAsync(NbdRequest request, int length, CancellationToken abort)
@@ -294,7 +327,7 @@ internal sealed class RequestLoop : IIdleWork
     /// whatever it is (lowest latency at queue depth 1). Inline requests of one burst reply into the corked
     /// <see cref="ReplyWriter"/>: no thread hand-off, one write per burst.
     /// </summary>
-    private void Dispatch(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
+    private void Dispatch(NbdRequest request, Payload? payload)
     {
         if (RunsInline(request) || (_loop is null && Volatile.Read(ref _pending) <= 2))
         {
@@ -318,24 +351,48 @@ internal sealed class RequestLoop : IIdleWork
     /// the page cache is quick, a slow one tells the next small writes to stay off the event loops (FUA writes wait
     /// for the disk by design and say nothing about throttling). The bytes written are counted here, once.
     /// </summary>
-    private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, bool fua)
+    private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, bool fua) => Write(backend, offset, data, null, data.Length, fua);
+
+    private int Write(BlockBackend backend, long offset, Payload payload, int length, bool fua) =>
+        Write(backend, offset, payload.Buffer.AsSpan(0, payload.Buffer is null ? 0 : length), payload.Pipe, length, fua);
+
+    /// <summary>The one write: <paramref name="length"/> bytes from <paramref name="data"/>, or from <paramref name="pipe"/> when given.</summary>
+    private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, PayloadPipe? pipe, int length, bool fua)
     {
-        int errno;
-        if (!backend.WritesMayWait || fua)
+        var timed = backend.WritesMayWait && !fua;
+        var started = timed ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+        var errno = pipe is null ? backend.Write(offset, data, fua) : WriteFromPipe(backend, offset, pipe, length, fua);
+        if (timed)
         {
-            errno = backend.Write(offset, data, fua);
-        }
-        else
-        {
-            var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            errno = backend.Write(offset, data, fua: false);
             _context.WriteStalls.Note(started);
         }
         if (errno == 0)
         {
-            Interlocked.Add(ref _bytesWritten, data.Length);
+            Interlocked.Add(ref _bytesWritten, length);
         }
         return errno;
+    }
+
+    /// <summary>A payload that waits in a pipe goes to the file by splice; where the file takes none after all (the
+    /// backend then says so for good), it comes out of the pipe and is written as any other.</summary>
+    private static int WriteFromPipe(BlockBackend backend, long offset, PayloadPipe pipe, int length, bool fua)
+    {
+        var errno = backend.WriteFromPipe(offset, pipe.ReadEnd, length, fua, out var moved);
+        pipe.Held -= moved;
+        if (errno != LinuxFile.EINVAL || moved != 0)
+        {
+            return errno;
+        }
+        var buffer = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            pipe.DrainInto(buffer);
+            return backend.Write(offset, buffer.AsSpan(0, length), fua);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer, clearArray: true);
+        }
     }
 
     /// <summary>Requests a receive loop handles on an event loop before it gives way, if its socket never ran dry.</summary>
@@ -381,7 +438,7 @@ internal sealed class RequestLoop : IIdleWork
         }
     }
 
-    private async Task ExecuteAsync(NbdRequest request, (byte[] Buffer, int Reserved)? payload)
+    private async Task ExecuteAsync(NbdRequest request, Payload? payload)
     {
         var abort = _abort.Token;
         try
@@ -403,7 +460,7 @@ internal sealed class RequestLoop : IIdleWork
                     await ExecuteBlockStatusAsync(request, abort);
                     return;
                 case NbdCommand.Write:
-                    errno = Write(backend, offset, payload!.Value.Buffer.AsSpan(0, (int)request.Length), fua);
+                    errno = Write(backend, offset, payload!.Value, (int)request.Length, fua);
                     break;
                 case NbdCommand.Flush:
                     errno = backend.Flush();
@@ -438,9 +495,9 @@ internal sealed class RequestLoop : IIdleWork
         }
         finally
         {
-            if (payload is var (buffer, reserved))
+            if (payload is { } held)
             {
-                Return(buffer, reserved);
+                Release(held);
             }
             CompleteRequest();
         }
@@ -710,6 +767,14 @@ internal sealed class RequestLoop : IIdleWork
     /// </summary>
     private async ValueTask<(byte[] Buffer, int Reserved)> RentAsync(int length, CancellationToken abort)
     {
+        var reserved = await ReserveAsync(length, abort);
+        return (TakeBuffer(reserved), reserved);
+    }
+
+    /// <summary>Holds room for a payload of <paramref name="length"/> in both budgets: a power of two (the pool's sizes),
+    /// which it returns. A payload in a pipe counts as one in a buffer: it is memory held for a client all the same.</summary>
+    private async ValueTask<int> ReserveAsync(int length, CancellationToken abort)
+    {
         var reserved = (int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(length, 16));
         await _budget.AcquireAsync(reserved, abort);
         try
@@ -721,15 +786,44 @@ internal sealed class RequestLoop : IIdleWork
             _budget.Release(reserved);
             throw;
         }
+        return reserved;
+    }
+
+    private void Unreserve(int reserved)
+    {
+        _budget.Release(reserved);
+        _context.PayloadMemory.Release(reserved);
+    }
+
+    /// <summary>A buffer of <paramref name="reserved"/> bytes (already reserved): the connection's spare if it is large enough.</summary>
+    private byte[] TakeBuffer(int reserved)
+    {
         if (Interlocked.Exchange(ref _spare, null) is { } spare)
         {
             if (spare.Length >= reserved)
             {
-                return (spare, reserved);
+                return spare;
             }
             ClearAndReturn(spare);
         }
-        return (PayloadBuffers.Rent(reserved), reserved);
+        return PayloadBuffers.Rent(reserved);
+    }
+
+    /// <summary>Gives back whatever a payload holds: its reservation, its pipe (kept when empty), its buffer.</summary>
+    private void Release(Payload payload)
+    {
+        if (payload.Buffer is { } buffer)
+        {
+            Return(buffer, payload.Reserved);
+        }
+        else if (payload.Reserved > 0)
+        {
+            Unreserve(payload.Reserved);
+        }
+        if (payload.Pipe is { } pipe)
+        {
+            PayloadPipes.Return(pipe);
+        }
     }
 
     /// <summary>
@@ -741,8 +835,7 @@ internal sealed class RequestLoop : IIdleWork
     /// </summary>
     private void Return(byte[] buffer, int reserved)
     {
-        _budget.Release(reserved);
-        _context.PayloadMemory.Release(reserved);
+        Unreserve(reserved);
         if (_loop is { IsOnLoop: true } loop && Interlocked.CompareExchange(ref _spare, buffer, null) is null)
         {
             if (!_spareQueued)

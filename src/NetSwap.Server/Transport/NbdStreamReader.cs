@@ -88,6 +88,61 @@ internal sealed class NbdStreamReader : IDisposable
         }
     }
 
+    /// <summary>Whether payloads can be moved into a pipe inside the kernel (a plain socket: nothing above it).</summary>
+    public bool CanSplice => _socket is not null;
+
+    /// <summary>
+    /// Moves the next <paramref name="length"/> bytes into <paramref name="pipe"/>: what is buffered here is written
+    /// into it, the rest spliced from the socket, waiting for it as <see cref="ReadExactlyAsync"/> does (and keeping
+    /// <see cref="StalledSince"/> likewise). Returns how many bytes the pipe got: less than <paramref name="length"/> only
+    /// when it was full (segments smaller than a page fill a pipe's slots early); the caller then reads the rest itself.
+    /// An end of the stream before the last byte throws.
+    /// </summary>
+    public async ValueTask<int> ReadIntoPipeAsync(PayloadPipe pipe, int length, CancellationToken cancellationToken)
+    {
+        var socket = _socket ?? throw new InvalidOperationException("no socket to splice from");
+        var head = Math.Min(Buffered, length);
+        var done = head > 0 ? pipe.Append(_buffer.AsSpan(_start, head)) : 0;
+        if (done > 0)
+        {
+            Consume(done);
+        }
+        if (done < head)
+        {
+            return done;
+        }
+        Progress();
+        try
+        {
+            while (done < length)
+            {
+                var n = socket.TrySpliceNow(pipe, length - done);
+                if (n > 0)
+                {
+                    done += n;
+                    Progress();
+                }
+                else if (n == 0)
+                {
+                    NbdProtocolException.Throw("connection closed in the middle of a message");
+                }
+                else if (n == IDirectSocket.SplicePipeFull)
+                {
+                    return done;
+                }
+                else
+                {
+                    await socket.WaitReadableAsync(cancellationToken);
+                }
+            }
+            return done;
+        }
+        finally
+        {
+            Volatile.Write(ref _stalledSince, 0);
+        }
+    }
+
     /// <summary>Discards <paramref name="count"/> bytes (an invalid WRITE's payload), keeping the stream in sync.</summary>
     public async ValueTask SkipAsync(long count, CancellationToken cancellationToken)
     {

@@ -147,6 +147,37 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
     /// <summary>Bytes received now (0 at end of stream), or -1 if none have arrived: never waits.</summary>
     public int TryReadNow(Span<byte> buffer) => TryReceive(buffer, 0);
 
+    public unsafe int TrySpliceNow(PayloadPipe pipe, int count)
+    {
+        while (true)
+        {
+            var n = SocketCalls.Splice(_handle, pipe.WriteEnd, (nuint)count);
+            if (n >= 0)
+            {
+                pipe.Held += (int)n;
+                return (int)n;
+            }
+            var errno = Marshal.GetLastPInvokeError();
+            if (errno == SocketCalls.EAGAIN)
+            {
+                // EAGAIN from either end: a full pipe if the socket has bytes waiting.
+                byte probe;
+                return TryReceive(new Span<byte>(&probe, 1), SocketCalls.MsgPeek) > 0 ? IDirectSocket.SplicePipeFull : IDirectSocket.SpliceNothingYet;
+            }
+            if (errno != SocketCalls.EINTR)
+            {
+                throw TransportException.FromErrno("splice", errno);
+            }
+        }
+    }
+
+    public async ValueTask WaitReadableAsync(CancellationToken cancellationToken)
+    {
+#pragma warning disable CA2022 // a zero-byte read waits for data and takes none
+        await ReadAsync(Memory<byte>.Empty, cancellationToken);
+#pragma warning restore CA2022
+    }
+
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     private async ValueTask<int> WaitReadableAsync(int sequence, CancellationToken cancellationToken)
     {

@@ -92,6 +92,15 @@ internal static unsafe partial class SocketCalls
     [LibraryImport("libc", EntryPoint = "sendmsg", SetLastError = true)]
     public static partial nint SendMsg(SafeHandle fd, MsgHdr* message, int flags);
 
+    [LibraryImport("libc", EntryPoint = "splice", SetLastError = true)]
+    private static partial nint Splice(SafeHandle input, long* inputOffset, SafeHandle output, long* outputOffset, nuint length, uint flags);
+
+    private const uint SpliceMove = 1;
+    private const uint SpliceNonBlock = 2;
+
+    /// <summary>splice(2) from a socket into a pipe, never waiting: bytes moved, 0 at end of stream, -1 with errno.</summary>
+    public static nint Splice(SafeHandle socket, SafeHandle pipe, nuint count) => Splice(socket, null, pipe, null, count, SpliceMove | SpliceNonBlock);
+
     [LibraryImport("libc", EntryPoint = "sendfile64", SetLastError = true)]
     public static partial nint SendFile(SafeHandle socket, SafeHandle file, long* offset, nuint count);
 

@@ -36,4 +36,17 @@ internal interface IDirectSocket
 
     /// <summary>What the peer has sent by now, without waiting: 0 when nothing (or the end of the stream).</summary>
     int TryReadNow(Span<byte> buffer);
+
+    /// <summary>
+    /// Moves up to <paramref name="count"/> bytes the peer has sent by now into <paramref name="pipe"/> (splice), without
+    /// waiting: how many (0 at the end of the stream), <see cref="SpliceNothingYet"/> when nothing has come, or
+    /// <see cref="SplicePipeFull"/> when bytes are there but the pipe takes no more.
+    /// </summary>
+    int TrySpliceNow(PayloadPipe pipe, int count);
+
+    /// <summary>Waits until the peer has sent something (or closed), taking nothing.</summary>
+    ValueTask WaitReadableAsync(CancellationToken cancellationToken);
+
+    public const int SpliceNothingYet = -1;
+    public const int SplicePipeFull = -2;
 }

@@ -105,6 +105,8 @@ internal static class SettingTable
             static (s, v, _) => s.Server.SendTimeout = NonZero(ValueParsers.Duration(v))),
         new("payload-timeout", "DURATION", "A request begun (header or WRITE payload) whose rest stops arriving for this long cuts the connection. Default: 30s.",
             static (s, v, _) => s.Server.PayloadTimeout = NonZero(ValueParsers.Duration(v))),
+        new("payload-pipes", "on|off", "On: WRITE payloads of 64K to 256K over plain TCP wait in kernel pipes and go to the export's file by splice, one copy instead of two and no buffer of the daemon's held while they wait; off: every payload is read into the daemon's buffers. Both count against connection-buffer and payload-memory. Default: on.",
+            static (s, v, _) => s.Server.PayloadPipes = ValueParsers.Boolean(v)),
         new("keepalive-time", "DURATION", "Idle time before TCP keepalive probes start. Default: 30s.",
             static (s, v, _) => s.Server.Tcp.KeepAliveTime = NonZero(ValueParsers.Duration(v))),
         new("keepalive-interval", "DURATION", "Time between keepalive probes. Default: 10s.",

@@ -11,7 +11,8 @@ namespace NetSwap.Tests.Server;
 /// </summary>
 public class ReactorStreamTests
 {
-    private static async Task<(ReactorStream Server, NetworkStream Client)> PairAsync()
+    /// <summary>A server-side socket stream on an event loop and its loopback client.</summary>
+    internal static async Task<(ReactorStream Server, NetworkStream Client)> PairAsync()
     {
         using var listener = SocketSetup.Listen(new IPEndPoint(IPAddress.Loopback, 0));
         var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);

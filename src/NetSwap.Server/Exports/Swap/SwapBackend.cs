@@ -30,13 +30,12 @@ internal sealed class SwapBackend : FileBackend
 
     public override void OnDirectRead(int length) => Interlocked.Add(ref _area.BytesRead, length);
 
-    public override int Write(long offset, ReadOnlySpan<byte> data, bool fua)
+    protected override int Written(long offset, int length, int errno)
     {
-        var errno = base.Write(offset, data, fua);
-        Interlocked.Add(ref _area.BytesWritten, data.Length);
-        if (data.Length > 0)
+        Interlocked.Add(ref _area.BytesWritten, length);
+        if (length > 0)
         {
-            _area.MarkWritten(offset, data.Length);
+            _area.MarkWritten(offset, length);
         }
         return errno;
     }
