@@ -65,7 +65,7 @@ internal sealed class KeptPool<T>(int[] sizes, Action<T> drop) where T : class
     /// </summary>
     public int TrimToRecentNeed(int looks, int slack)
     {
-        List<T> dropped = [];
+        List<T> dropped;
         lock (_gate)
         {
             if (++_looks < looks)
@@ -80,6 +80,7 @@ internal sealed class KeptPool<T>(int[] sizes, Action<T> drop) where T : class
             {
                 return 0;
             }
+            dropped = new(kept - keep);
             for (var i = keep; i < kept; i++)
             {
                 dropped.Add(Array.FindLast(_free, f => f.Count > 0)!.Pop());

@@ -18,6 +18,13 @@ internal static class PayloadPipes
     private static readonly KeptPool<PayloadPipe> s_kept = new([Smallest, 128 * 1024, Largest], Drop);
     private static int s_existing;
     private static long s_refusedUntil;
+    private static long s_filledEarly;
+
+    /// <summary>Payloads whose pipe filled before their end, so that they were finished in a buffer.</summary>
+    public static long FilledEarly => Interlocked.Read(ref s_filledEarly);
+
+    /// <summary>Called when a payload's pipe filled before its end (<see cref="FilledEarly"/>).</summary>
+    public static void NoteFilledEarly() => Interlocked.Increment(ref s_filledEarly);
 
     /// <summary>Pipes open now, kept or in use.</summary>
     public static int Existing => Volatile.Read(ref s_existing);

@@ -250,6 +250,7 @@ internal sealed class RequestLoop : IIdleWork
                 {
                     // The pipe filled early: segments smaller than a page take a slot each.
                     _noSplice = true;
+                    PayloadPipes.NoteFilledEarly();
                     buffer = TakeBuffer(reserved);
                     pipe.DrainInto(buffer);
                     PayloadPipes.Return(pipe);
@@ -354,7 +355,7 @@ internal sealed class RequestLoop : IIdleWork
     private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, bool fua) => Write(backend, offset, data, null, data.Length, fua);
 
     private int Write(BlockBackend backend, long offset, Payload payload, int length, bool fua) =>
-        Write(backend, offset, payload.Buffer.AsSpan(0, payload.Buffer is null ? 0 : length), payload.Pipe, length, fua);
+        Write(backend, offset, payload.Buffer is { } buffer ? buffer.AsSpan(0, length) : default, payload.Pipe, length, fua);
 
     /// <summary>The one write: <paramref name="length"/> bytes from <paramref name="data"/>, or from <paramref name="pipe"/> when given.</summary>
     private int Write(BlockBackend backend, long offset, ReadOnlySpan<byte> data, PayloadPipe? pipe, int length, bool fua)

@@ -116,24 +116,17 @@ internal sealed class NbdStreamReader : IDisposable
         {
             while (done < length)
             {
-                var n = socket.TrySpliceNow(pipe, length - done);
-                if (n > 0)
-                {
-                    done += n;
-                    Progress();
-                }
-                else if (n == 0)
-                {
-                    NbdProtocolException.Throw("connection closed in the middle of a message");
-                }
-                else if (n == IDirectSocket.SplicePipeFull)
+                var n = await socket.SpliceAsync(pipe, length - done, cancellationToken);
+                if (n == IDirectSocket.SplicePipeFull)
                 {
                     return done;
                 }
-                else
+                if (n == 0)
                 {
-                    await socket.WaitReadableAsync(cancellationToken);
+                    NbdProtocolException.Throw("connection closed in the middle of a message");
                 }
+                done += n;
+                Progress();
             }
             return done;
         }

@@ -147,7 +147,34 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
     /// <summary>Bytes received now (0 at end of stream), or -1 if none have arrived: never waits.</summary>
     public int TryReadNow(Span<byte> buffer) => TryReceive(buffer, 0);
 
-    public unsafe int TrySpliceNow(PayloadPipe pipe, int count)
+    public ValueTask<int> SpliceAsync(PayloadPipe pipe, int count, CancellationToken cancellationToken)
+    {
+        cancellationToken.ThrowIfCancellationRequested();
+        var sequence = Volatile.Read(ref _sequence);
+        var n = TrySplice(pipe, count);
+        return n != SpliceNothingYet ? new ValueTask<int>(n) : SpliceWhenReadableAsync(pipe, count, sequence, cancellationToken);
+    }
+
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
+    private async ValueTask<int> SpliceWhenReadableAsync(PayloadPipe pipe, int count, int sequence, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            await WaitAsync(_reader, sequence, cancellationToken);
+            sequence = Volatile.Read(ref _sequence);
+            var n = TrySplice(pipe, count);
+            if (n != SpliceNothingYet)
+            {
+                return n;
+            }
+        }
+    }
+
+    private const int SpliceNothingYet = -1;
+
+    /// <summary>Bytes moved into the pipe now (0 at end of stream), <see cref="SpliceNothingYet"/>, or
+    /// <see cref="IDirectSocket.SplicePipeFull"/>: never waits.</summary>
+    private unsafe int TrySplice(PayloadPipe pipe, int count)
     {
         while (true)
         {
@@ -160,22 +187,16 @@ internal sealed class ReactorStream : Stream, ILoopAffinity, IDirectSocket
             var errno = Marshal.GetLastPInvokeError();
             if (errno == SocketCalls.EAGAIN)
             {
-                // EAGAIN from either end: a full pipe if the socket has bytes waiting.
+                // EAGAIN from either end. Bytes waiting on the socket mean a full pipe: waiting for the socket then
+                // would wait for ever (the edge-triggered loop has already reported them).
                 byte probe;
-                return TryReceive(new Span<byte>(&probe, 1), SocketCalls.MsgPeek) > 0 ? IDirectSocket.SplicePipeFull : IDirectSocket.SpliceNothingYet;
+                return TryReceive(new Span<byte>(&probe, 1), SocketCalls.MsgPeek) > 0 ? IDirectSocket.SplicePipeFull : SpliceNothingYet;
             }
             if (errno != SocketCalls.EINTR)
             {
                 throw TransportException.FromErrno("splice", errno);
             }
         }
-    }
-
-    public async ValueTask WaitReadableAsync(CancellationToken cancellationToken)
-    {
-#pragma warning disable CA2022 // a zero-byte read waits for data and takes none
-        await ReadAsync(Memory<byte>.Empty, cancellationToken);
-#pragma warning restore CA2022
     }
 
     [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]

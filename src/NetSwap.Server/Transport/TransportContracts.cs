@@ -38,15 +38,11 @@ internal interface IDirectSocket
     int TryReadNow(Span<byte> buffer);
 
     /// <summary>
-    /// Moves up to <paramref name="count"/> bytes the peer has sent by now into <paramref name="pipe"/> (splice), without
-    /// waiting: how many (0 at the end of the stream), <see cref="SpliceNothingYet"/> when nothing has come, or
-    /// <see cref="SplicePipeFull"/> when bytes are there but the pipe takes no more.
+    /// Moves up to <paramref name="count"/> bytes from the peer into <paramref name="pipe"/> (splice), waiting for the
+    /// first of them as a read does: how many (0 at the end of the stream), or <see cref="SplicePipeFull"/> when bytes
+    /// are there but the pipe takes no more.
     /// </summary>
-    int TrySpliceNow(PayloadPipe pipe, int count);
+    ValueTask<int> SpliceAsync(PayloadPipe pipe, int count, CancellationToken cancellationToken);
 
-    /// <summary>Waits until the peer has sent something (or closed), taking nothing.</summary>
-    ValueTask WaitReadableAsync(CancellationToken cancellationToken);
-
-    public const int SpliceNothingYet = -1;
     public const int SplicePipeFull = -2;
 }

@@ -75,7 +75,7 @@ internal sealed class UntrustedServerException(string message) : PassOverServerE
 /// <summary>No connection could be made to the server's NBD port (refused, unreachable, timed out).</summary>
 internal sealed class UnreachableServerException(string message) : PassOverServerException(message);
 
-/// <summary>nbd-client could not connect the device to this server (the port took TCP, the negotiation failed).</summary>
+/// <summary>The port took a connection but the NBD negotiation failed (nbd-client's, or the kernel-TLS connector's own).</summary>
 internal sealed class NegotiationFailedException(string message) : PassOverServerException(message);
 
 /// <summary>
@@ -240,7 +240,7 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
         {
             // Nothing is set up yet, so another server that discovery found can still be tried: a host that takes TCP
             // on the port but is no NetSwap server (or refuses this client) must not end the attach.
-            throw new NegotiationFailedException(Failed("connect the NBD device", "nbd-client", nbdArguments, result).Message);
+            throw new NegotiationFailedException(FailureMessage("connect the NBD device", "nbd-client", nbdArguments, result));
         }
     }
 
@@ -302,7 +302,10 @@ internal sealed class SwapAttacher(ICommandRunner runner, ISwapSystem swap, Syst
     }
 
     private static AttachException Failed(string what, string command, string[] arguments, CommandResult result) =>
-        new($"cannot {what}: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}{(result.Output.Length > 0 ? ":\n" + result.Output : "")}");
+        new(FailureMessage(what, command, arguments, result));
+
+    private static string FailureMessage(string what, string command, string[] arguments, CommandResult result) =>
+        $"cannot {what}: `{command} {string.Join(' ', arguments)}` exited {result.ExitCode}{(result.Output.Length > 0 ? ":\n" + result.Output : "")}";
 
     /// <summary>The first /dev/nbdN the kernel has not connected (no pid, size 0); loads the nbd module if there is none.</summary>
     public async Task<string> FindFreeDeviceAsync(CancellationToken cancellationToken)

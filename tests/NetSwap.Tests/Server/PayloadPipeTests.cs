@@ -1,4 +1,6 @@
+using NetSwap.Protocol.Nbd;
 using NetSwap.Server.Exports;
+using NetSwap.Server.Transmission;
 using NetSwap.Server.Transport;
 using NetSwap.Tests.Support;
 
@@ -67,6 +69,69 @@ public class PayloadPipeTests
         // One page: full after the first segment or two.
         var got = await ReceiveAsync(4096, payload);
         Assert.InRange(got, 1, payload.Length - 1);
+    }
+
+    [Fact]
+    public async Task AServerConnection_WhosePayloadsComeInTinySegments_FinishesThemInBuffers_WhileAnotherUsesPipes_AndEveryByteIsRight()
+    {
+        // Tiny segments (each send its own, spliced one at a time) fill a pipe's slots long before its bytes: the
+        // request must finish in a buffer, and that connection go on with buffers, while a neighbour keeps its pipes.
+        await using var server = await ServerHarness.StartAsync(("disk", 8L << 20, false));
+        await using var slow = await server.ConnectAsync();
+        await using var fast = await server.ConnectAsync();
+        foreach (var client in new[] { slow, fast })
+        {
+            await client.StartAsync();
+            await client.GoAsync("disk", structured: false);
+        }
+        var filledBefore = PayloadPipes.FilledEarly;
+        var model = new byte[8 << 20];
+        async Task WriteAsync(TestNbdClient client, int offset, int length, bool dribble)
+        {
+            var data = new byte[length];
+            new Random(offset).NextBytes(data);
+            data.CopyTo(model, offset);
+            var message = new byte[NbdRequest.Size + length];
+            new NbdRequest(0, NbdCommand.Write, (ulong)offset, (ulong)offset, (uint)length).Write(message);
+            data.CopyTo(message, NbdRequest.Size);
+            for (var at = 0; at < message.Length; at += dribble ? 512 : message.Length)
+            {
+                await client.WriteAsync(message.AsMemory(at, Math.Min(dribble ? 512 : message.Length, message.Length - at)));
+                if (dribble && at % 4096 == 0)
+                {
+                    await Task.Delay(1);
+                }
+            }
+        }
+        var slowSide = Task.Run(async () =>
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                await WriteAsync(slow, i * (128 << 10), 128 << 10, dribble: i == 0);
+            }
+            for (var i = 0; i < 4; i++)
+            {
+                Assert.Equal(NbdError.None, (await slow.ReadReplyAsync()).Error);
+            }
+        });
+        var fastSide = Task.Run(async () =>
+        {
+            for (var i = 0; i < 16; i++)
+            {
+                await WriteAsync(fast, (4 << 20) + i * (192 << 10), 192 << 10, dribble: false);
+            }
+            for (var i = 0; i < 16; i++)
+            {
+                Assert.Equal(NbdError.None, (await fast.ReadReplyAsync()).Error);
+            }
+        });
+        await Task.WhenAll(slowSide, fastSide).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.True(PayloadPipes.FilledEarly > filledBefore, "the tiny segments never filled a pipe: the fallback was not exercised");
+        foreach (var (client, offset, length) in new[] { (slow, 0, 512 << 10), (fast, 4 << 20, 16 * (192 << 10)) })
+        {
+            var reply = await client.RequestAsync(NbdCommand.Read, (ulong)offset, (uint)length);
+            Assert.True(model.AsSpan(offset, length).SequenceEqual(reply.Data), "data written came back changed");
+        }
     }
 
     [Fact]
